@@ -1,1 +1,17 @@
-//! Shared helpers for warren's integration tests.
+//! Shared helpers for warren's cross-crate integration tests: network namespaces, veth links,
+//! packet captures and process guards. Every resource is released by `Drop`, so a failing test
+//! cleans up too.
+
+pub mod capture;
+pub mod netns;
+pub mod proc;
+
+pub use capture::Capture;
+pub use netns::{Netns, Veth};
+pub use proc::{free_port, have, Child};
+
+/// True when the process runs as root (needed for namespaces and tun devices).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
