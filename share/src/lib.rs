@@ -1,1 +1,23 @@
 //! share crate.
+
+// formats helper: bencode, info-hash, magnet links, metainfo, torrent creation.
+pub mod bencode;
+pub mod infohash;
+pub mod magnet;
+pub mod make;
+pub mod metainfo;
+// engine (helper "engine")
+pub mod bitfield;
+pub mod clearnet;
+pub mod connector;
+pub mod metadata;
+pub mod mse;
+pub mod peer;
+pub mod picker;
+pub mod resume;
+pub mod session;
+pub mod storage;
+pub mod torrent;
+pub mod tracker;
+pub mod udp_tracker;
+pub mod wire;

@@ -1,3 +1,25 @@
-fn main() {
-    println!("warren");
+//! `warren`: parse the command line, set up logging, dispatch.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = warren::cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.global.log_level()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let paths = warren::config::Paths::from_env();
+    let mut out = std::io::stdout().lock();
+    match warren::commands::run_command(cli, &paths, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("warren: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

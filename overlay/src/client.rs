@@ -1,0 +1,825 @@
+//! The overlay client: builds circuits from verified descriptors, keeps a pool of pre-built
+//! circuits, opens streams/datagrams/resolves on them, and implements [`AnonProvider`].
+//!
+//! Each client circuit has its own link to its first hop (opened with a fresh throwaway link key,
+//! so links are not linkable to each other). A reader task per circuit peels backward cells and
+//! dispatches them; writers (stream pumps, SENDMEs) seal under the circuit's crypto mutex after
+//! reserving link-queue space, so sequence numbers match the queue order.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_util::sync::PollSender;
+use tracing::{debug, warn};
+
+use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX, WIRE_CELL};
+use crate::circuit::client::{choose_path, ClientCrypto};
+use crate::descriptor::{unix_now, Descriptor};
+use crate::handshake::{HopInitiator, HTYPE_NK};
+use crate::identity::Identity;
+use crate::link::LinkDir;
+use crate::node::{dial_link, link_writer, lock, LINK_QUEUE};
+use crate::provider::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, ProviderError, Target};
+use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
+
+const CIRC_ID: u32 = 1;
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Hops per circuit (1, 2 or 3; the last is the exit).
+    pub hops: usize,
+    /// Pre-built circuits kept ready.
+    pub pool_size: usize,
+    pub build_timeout: Duration,
+    pub stream_timeout: Duration,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            hops: 3,
+            pool_size: 2,
+            build_timeout: Duration::from_secs(10),
+            stream_timeout: Duration::from_secs(15),
+            keepalive: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// One circuit as shown on the dashboard.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CircuitInfo {
+    pub id: u64,
+    pub purpose: String,
+    pub hops: Vec<String>,
+    pub state: String,
+    pub age_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// Round-trip time to the last hop measured while extending to it.
+    pub rtt_ms: f64,
+}
+
+enum Ctl {
+    Connected,
+    End(u8, String),
+    Resolved(Result<Vec<IpAddr>, String>),
+}
+
+enum Down {
+    Data(Bytes),
+    Eof,
+    Err(String),
+}
+
+#[derive(Default)]
+struct Slot {
+    ctl: Option<oneshot::Sender<Ctl>>,
+    data: Option<mpsc::Sender<Down>>,
+    dgram: Option<mpsc::Sender<Result<(SocketAddr, Bytes), String>>>,
+    window: Option<Arc<Semaphore>>,
+}
+
+/// A client circuit (shared by its tasks and its streams).
+pub struct ClientCirc {
+    id: u64,
+    path: Vec<Descriptor>,
+    link_tx: mpsc::Sender<CellBuf>,
+    crypto: Mutex<ClientCrypto>,
+    window: Arc<Semaphore>,
+    recv_window: Mutex<RecvWindow>,
+    streams: Mutex<HashMap<u32, Slot>>,
+    next_stream: AtomicU32,
+    pending: Mutex<Option<oneshot::Sender<Result<Vec<u8>, String>>>>,
+    closed: Mutex<Option<String>>,
+    is_closed: AtomicBool,
+    created: Instant,
+    rtt: Mutex<Duration>,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+    tasks: Mutex<Vec<AbortHandle>>,
+    purpose: Mutex<String>,
+}
+
+impl ClientCirc {
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Relaxed)
+    }
+
+    pub fn close_reason(&self) -> Option<String> {
+        lock(&self.closed).clone()
+    }
+
+    pub fn hops(&self) -> &[Descriptor] {
+        &self.path
+    }
+
+    fn last_hop(&self) -> usize {
+        self.path.len() - 1
+    }
+
+    /// Sends a relay message to hop `dest` (the generic "deliver payload to hop" API; issue 4 uses
+    /// it for intro/rendezvous/DHT commands).
+    pub async fn send_to_hop(&self, dest: usize, rc: u8, stream: u32, data: &[u8]) -> Result<(), ProviderError> {
+        let permit = self.link_tx.reserve().await.map_err(|_| self.closed_err())?;
+        let mut cr = lock(&self.crypto);
+        if self.is_closed() {
+            return Err(self.closed_err());
+        }
+        let c = cr.seal(CIRC_ID, dest, rc, stream, data).map_err(|e| ProviderError::Closed(e.to_string()))?;
+        permit.send(c);
+        Ok(())
+    }
+
+    /// TESTING: sends a DATA cell to the last hop with one bit flipped after sealing (a tampering
+    /// relay in miniature). The last hop must destroy the circuit.
+    #[doc(hidden)]
+    pub async fn inject_tampered_cell(&self) -> Result<(), ProviderError> {
+        let permit = self.link_tx.reserve().await.map_err(|_| self.closed_err())?;
+        let mut cr = lock(&self.crypto);
+        let mut c = cr.seal(CIRC_ID, self.last_hop(), rcmd::DATA, 1, b"tampered").map_err(|e| ProviderError::Closed(e.to_string()))?;
+        c[100] ^= 0x04;
+        permit.send(c);
+        Ok(())
+    }
+
+    fn closed_err(&self) -> ProviderError {
+        ProviderError::Closed(self.close_reason().unwrap_or_else(|| "circuit closed".into()))
+    }
+
+    /// Marks the circuit dead and fails every stream with `why`.
+    fn close(&self, why: String) {
+        {
+            let mut c = lock(&self.closed);
+            if c.is_some() {
+                return;
+            }
+            *c = Some(why.clone());
+        }
+        self.is_closed.store(true, Ordering::Relaxed);
+        self.window.close();
+        let slots: Vec<Slot> = lock(&self.streams).drain().map(|(_, s)| s).collect();
+        for s in slots {
+            if let Some(c) = s.ctl {
+                let _ = c.send(Ctl::End(reason::DESTROYED, why.clone()));
+            }
+            if let Some(d) = s.data {
+                let _ = d.try_send(Down::Err(why.clone()));
+            }
+            if let Some(d) = s.dgram {
+                let _ = d.try_send(Err(why.clone()));
+            }
+            if let Some(w) = s.window {
+                w.close();
+            }
+        }
+        if let Some(p) = lock(&self.pending).take() {
+            let _ = p.send(Err(why.clone()));
+        }
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+        debug!(circ = self.id, "circuit closed: {why}");
+    }
+
+    fn info(&self) -> CircuitInfo {
+        CircuitInfo {
+            id: self.id,
+            purpose: lock(&self.purpose).clone(),
+            hops: self.path.iter().map(|d| d.id.short()).collect(),
+            state: match self.close_reason() {
+                Some(r) => format!("closed: {r}"),
+                None => "open".into(),
+            },
+            age_ms: self.created.elapsed().as_millis() as u64,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            rtt_ms: lock(&self.rtt).as_secs_f64() * 1000.0,
+        }
+    }
+
+    fn new_stream(&self, slot: Slot) -> Result<u32, ProviderError> {
+        if self.is_closed() {
+            return Err(self.closed_err());
+        }
+        let sid = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        lock(&self.streams).insert(sid, slot);
+        Ok(sid)
+    }
+
+    async fn dispatch(self: &Arc<Self>, mut c: CellBuf) -> Result<(), String> {
+        match cell::command(&c) {
+            cmd::PADDING => Ok(()),
+            cmd::DESTROY => Err(format!("circuit destroyed by a relay ({})", reason::name(c[5]))),
+            cmd::CREATED => {
+                let p = cell::lp_payload(&c).map_err(|e| e.to_string())?.to_vec();
+                match lock(&self.pending).take() {
+                    Some(tx) => {
+                        let _ = tx.send(Ok(p));
+                        Ok(())
+                    }
+                    None => Err("unexpected CREATED".into()),
+                }
+            }
+            cmd::RELAY => {
+                let hop = lock(&self.crypto).open(&mut c).map_err(|e| e.to_string())?;
+                let m = cell::read_relay(cell::body(&c)).map_err(|e| e.to_string())?;
+                self.on_relay(hop, m.cmd, m.stream, m.data).await
+            }
+            other => Err(format!("unexpected cell command {other}")),
+        }
+    }
+
+    async fn on_relay(self: &Arc<Self>, hop: usize, rc: u8, sid: u32, data: &[u8]) -> Result<(), String> {
+        match rc {
+            rcmd::EXTENDED => match lock(&self.pending).take() {
+                Some(tx) => {
+                    let _ = tx.send(Ok(data.to_vec()));
+                    Ok(())
+                }
+                None => Err("unexpected EXTENDED".into()),
+            },
+            rcmd::SENDME => {
+                if sid == 0 {
+                    self.window.add_permits(CIRC_SENDME_INC as usize);
+                } else if let Some(w) = lock(&self.streams).get(&sid).and_then(|s| s.window.clone()) {
+                    w.add_permits(STREAM_SENDME_INC as usize);
+                }
+                Ok(())
+            }
+            rcmd::DATA => {
+                let sendme = {
+                    let mut w = lock(&self.recv_window);
+                    w.on_receive().map_err(|e| e.to_string())?;
+                    w.on_consume()
+                };
+                self.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let tx = lock(&self.streams).get(&sid).and_then(|s| s.data.clone());
+                if let Some(tx) = tx {
+                    if tx.try_send(Down::Data(Bytes::copy_from_slice(data))).is_err() {
+                        warn!(circ = self.id, stream = sid, "exit exceeded the stream window");
+                        lock(&self.streams).remove(&sid);
+                    }
+                }
+                if sendme {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let last = me.last_hop();
+                        let _ = me.send_to_hop(last, rcmd::SENDME, 0, &[]).await;
+                    });
+                }
+                Ok(())
+            }
+            rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED => {
+                let mut streams = lock(&self.streams);
+                let Some(slot) = streams.get_mut(&sid) else { return Ok(()) };
+                if let Some(ctl) = slot.ctl.take() {
+                    let msg = match rc {
+                        rcmd::CONNECTED => Ctl::Connected,
+                        rcmd::RESOLVED => Ctl::Resolved(cell::decode_resolved(data).map_err(|e| e.to_string())?),
+                        _ => {
+                            let (r, t) = cell::decode_end(data);
+                            Ctl::End(r, t)
+                        }
+                    };
+                    let _ = ctl.send(msg);
+                    if rc != rcmd::CONNECTED {
+                        streams.remove(&sid);
+                    }
+                } else if rc == rcmd::END {
+                    let (r, t) = cell::decode_end(data);
+                    if let Some(s) = streams.remove(&sid) {
+                        if let Some(d) = s.data {
+                            let _ = d.try_send(if r == reason::DONE { Down::Eof } else { Down::Err(format!("{}: {t}", reason::name(r))) });
+                        }
+                        if let Some(d) = s.dgram {
+                            // a datagram refusal keeps the association open
+                            let _ = d.try_send(Err(format!("{}: {t}", reason::name(r))));
+                            streams.insert(sid, Slot { dgram: Some(d), ..Default::default() });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            rcmd::DATAGRAM => {
+                let (from, payload) = cell::decode_datagram(data).map_err(|e| e.to_string())?;
+                if let Some(d) = lock(&self.streams).get(&sid).and_then(|s| s.dgram.clone()) {
+                    self.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    let _ = d.try_send(Ok((from, Bytes::copy_from_slice(payload))));
+                }
+                Ok(())
+            }
+            other => {
+                debug!(circ = self.id, hop, "ignoring relay command {other}");
+                Ok(())
+            }
+        }
+    }
+
+    /// Opens a TCP stream to `target` at the exit.
+    pub async fn open_stream(self: &Arc<Self>, target: &Target, timeout: Duration) -> Result<BoxStream, ProviderError> {
+        let (ctl_tx, ctl_rx) = oneshot::channel();
+        let (down_tx, down_rx) = mpsc::channel(STREAM_WINDOW as usize + 2);
+        let window = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
+        let sid = self.new_stream(Slot { ctl: Some(ctl_tx), data: Some(down_tx), dgram: None, window: Some(window.clone()) })?;
+        let t = target.to_string();
+        self.send_to_hop(self.last_hop(), rcmd::BEGIN, sid, t.as_bytes()).await?;
+        match tokio::time::timeout(timeout, ctl_rx).await {
+            Err(_) => {
+                lock(&self.streams).remove(&sid);
+                return Err(ProviderError::Timeout(format!("no answer from the exit for {t}")));
+            }
+            Ok(Err(_)) => return Err(self.closed_err()),
+            Ok(Ok(Ctl::Connected)) => {}
+            Ok(Ok(Ctl::End(r, text))) => {
+                return Err(if r == reason::DESTROYED { ProviderError::Closed(text) } else { ProviderError::Refused { target: t, reason: format!("{}: {text}", reason::name(r)) } })
+            }
+            Ok(Ok(Ctl::Resolved(_))) => return Err(ProviderError::Closed("unexpected RESOLVED".into())),
+        }
+        let (up_tx, mut up_rx) = mpsc::channel::<Option<Bytes>>(8);
+        let me = self.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                match up_rx.recv().await {
+                    Some(Some(b)) => {
+                        let (Ok(p1), Ok(p2)) = (window.acquire().await, me.window.acquire().await) else { break };
+                        p1.forget();
+                        p2.forget();
+                        if me.send_to_hop(me.last_hop(), rcmd::DATA, sid, &b).await.is_err() {
+                            break;
+                        }
+                        me.bytes_up.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    }
+                    Some(None) | None => {
+                        let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &cell::encode_end(reason::DONE, "")).await;
+                        break;
+                    }
+                }
+            }
+        });
+        lock(&self.tasks).push(pump.abort_handle());
+        Ok(Box::pin(CircStream {
+            circ: self.clone(),
+            sid,
+            down: down_rx,
+            cur: Bytes::new(),
+            consumed: 0,
+            done: None,
+            up: PollSender::new(up_tx),
+            shut: false,
+        }))
+    }
+
+    /// Resolves `name` at the exit.
+    pub async fn resolve(&self, name: &str, timeout: Duration) -> Result<Vec<IpAddr>, ProviderError> {
+        let (ctl_tx, ctl_rx) = oneshot::channel();
+        let sid = self.new_stream(Slot { ctl: Some(ctl_tx), ..Default::default() })?;
+        self.send_to_hop(self.last_hop(), rcmd::RESOLVE, sid, name.as_bytes()).await?;
+        match tokio::time::timeout(timeout, ctl_rx).await {
+            Err(_) => Err(ProviderError::Timeout(format!("resolving {name}"))),
+            Ok(Err(_)) => Err(self.closed_err()),
+            Ok(Ok(Ctl::Resolved(Ok(v)))) => Ok(v),
+            Ok(Ok(Ctl::Resolved(Err(e)))) => Err(ProviderError::Resolve(e)),
+            Ok(Ok(Ctl::End(r, t))) => Err(ProviderError::Resolve(format!("{}: {t}", reason::name(r)))),
+            Ok(Ok(Ctl::Connected)) => Err(ProviderError::Closed("unexpected CONNECTED".into())),
+        }
+    }
+
+    /// Opens a datagram association at the exit.
+    pub fn open_datagram(self: &Arc<Self>) -> Result<CircDatagram, ProviderError> {
+        let (tx, rx) = mpsc::channel(256);
+        let sid = self.new_stream(Slot { dgram: Some(tx), ..Default::default() })?;
+        Ok(CircDatagram { circ: self.clone(), sid, rx: tokio::sync::Mutex::new(rx) })
+    }
+}
+
+/// A stream through a circuit. Read errors carry the reason when the circuit dies.
+struct CircStream {
+    circ: Arc<ClientCirc>,
+    sid: u32,
+    down: mpsc::Receiver<Down>,
+    cur: Bytes,
+    consumed: u32,
+    done: Option<Result<(), String>>,
+    up: PollSender<Option<Bytes>>,
+    shut: bool,
+}
+
+impl AsyncRead for CircStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.cur.is_empty() {
+                let n = self.cur.len().min(buf.remaining());
+                buf.put_slice(&self.cur[..n]);
+                let _ = self.cur.split_to(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(d) = &self.done {
+                return Poll::Ready(match d {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(io::ErrorKind::ConnectionReset, e.clone())),
+                });
+            }
+            match self.down.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Down::Data(b))) => {
+                    self.cur = b;
+                    self.consumed += 1;
+                    if self.consumed % STREAM_SENDME_INC == 0 {
+                        let (c, sid) = (self.circ.clone(), self.sid);
+                        tokio::spawn(async move {
+                            let last = c.last_hop();
+                            let _ = c.send_to_hop(last, rcmd::SENDME, sid, &[]).await;
+                        });
+                    }
+                }
+                Poll::Ready(Some(Down::Eof)) => self.done = Some(Ok(())),
+                Poll::Ready(Some(Down::Err(e))) => self.done = Some(Err(e)),
+                Poll::Ready(None) => {
+                    let e = self.circ.close_reason().unwrap_or_else(|| "stream closed".into());
+                    self.done = Some(Err(format!("circuit closed: {e}")));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for CircStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.shut {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream shut down")));
+        }
+        if let Some(r) = self.circ.close_reason() {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, format!("circuit closed: {r}"))));
+        }
+        match self.up.poll_reserve(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"))),
+            Poll::Ready(Ok(())) => {
+                let n = buf.len().min(RELAY_DATA_MAX);
+                match self.up.send_item(Some(Bytes::copy_from_slice(&buf[..n]))) {
+                    Ok(()) => Poll::Ready(Ok(n)),
+                    Err(_) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"))),
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shut {
+            return Poll::Ready(Ok(()));
+        }
+        match self.up.poll_reserve(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(())) => {
+                let _ = self.up.send_item(None);
+                self.shut = true;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl Drop for CircStream {
+    fn drop(&mut self) {
+        lock(&self.circ.streams).remove(&self.sid);
+        // the pump sends END when the up channel closes
+    }
+}
+
+/// A datagram association through a circuit's exit.
+pub struct CircDatagram {
+    circ: Arc<ClientCirc>,
+    sid: u32,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Result<(SocketAddr, Bytes), String>>>,
+}
+
+#[async_trait]
+impl AnonDatagram for CircDatagram {
+    async fn send_to(&self, payload: &[u8], target: &Target) -> Result<(), ProviderError> {
+        let addr = match target {
+            Target::Addr(a) => *a,
+            Target::Host(h, p) => {
+                let ips = self.circ.resolve(h, Duration::from_secs(10)).await?;
+                let ip = ips.first().ok_or_else(|| ProviderError::Resolve(format!("{h}: no address")))?;
+                SocketAddr::new(*ip, *p)
+            }
+        };
+        let d = cell::encode_datagram(&addr, payload).map_err(|e| ProviderError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
+        self.circ.bytes_up.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.circ.send_to_hop(self.circ.last_hop(), rcmd::DATAGRAM, self.sid, &d).await
+    }
+
+    async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), ProviderError> {
+        let mut rx = self.rx.lock().await;
+        match rx.recv().await {
+            Some(Ok((from, b))) => {
+                let n = b.len().min(buf.len());
+                buf[..n].copy_from_slice(&b[..n]);
+                Ok((n, from))
+            }
+            Some(Err(e)) => Err(ProviderError::Refused { target: "datagram".into(), reason: e }),
+            None => Err(self.circ.closed_err()),
+        }
+    }
+}
+
+impl Drop for CircDatagram {
+    fn drop(&mut self) {
+        lock(&self.circ.streams).remove(&self.sid);
+        let (c, sid) = (self.circ.clone(), self.sid);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let _ = c.send_to_hop(c.last_hop(), rcmd::END, sid, &cell::encode_end(reason::DONE, "")).await;
+            });
+        }
+    }
+}
+
+/// Builds one circuit along `path` (already verified descriptors, distinct, chosen by the client).
+pub async fn build_circuit(id: u64, path: Vec<Descriptor>, cfg: &ClientConfig) -> Result<Arc<ClientCirc>, ProviderError> {
+    let first = path.first().ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?.clone();
+    let link_key = Identity::generate().x25519_secret_bytes();
+    let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr).await.map_err(ProviderError::NoCircuit)?;
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let circ = Arc::new(ClientCirc {
+        id,
+        path: path.clone(),
+        link_tx: tx,
+        crypto: Mutex::new(ClientCrypto::default()),
+        window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
+        recv_window: Mutex::new(RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC)),
+        streams: Mutex::new(HashMap::new()),
+        next_stream: AtomicU32::new(1),
+        pending: Mutex::new(None),
+        closed: Mutex::new(None),
+        is_closed: AtomicBool::new(false),
+        created: Instant::now(),
+        rtt: Mutex::new(Duration::ZERO),
+        bytes_up: AtomicU64::new(0),
+        bytes_down: AtomicU64::new(0),
+        tasks: Mutex::new(Vec::new()),
+        purpose: Mutex::new("exit".into()),
+    });
+    let (rd, wr) = sock.into_split();
+    let crate::link::LinkCipher { send, recv } = cipher;
+    let writer = tokio::spawn(link_writer(wr, send, rx, cfg.keepalive));
+    let c2 = circ.clone();
+    let idle = cfg.idle_timeout;
+    let reader = tokio::spawn(async move {
+        let why = client_reader(&c2, rd, recv, idle).await;
+        c2.close(why);
+    });
+    lock(&circ.tasks).extend([writer.abort_handle(), reader.abort_handle()]);
+    let r = tokio::time::timeout(cfg.build_timeout, extend_all(&circ, &path)).await;
+    match r {
+        Ok(Ok(())) => Ok(circ),
+        Ok(Err(e)) => {
+            circ.close(e.clone());
+            Err(ProviderError::NoCircuit(e))
+        }
+        Err(_) => {
+            circ.close("circuit build timed out".into());
+            Err(ProviderError::Timeout("circuit build".into()))
+        }
+    }
+}
+
+async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), String> {
+    for (i, hop) in path.iter().enumerate() {
+        let t0 = Instant::now();
+        let (init, m1) = HopInitiator::start(&hop.x25519).map_err(|e| e.to_string())?;
+        let (tx, rx) = oneshot::channel();
+        *lock(&circ.pending) = Some(tx);
+        if i == 0 {
+            let mut body = HTYPE_NK.to_be_bytes().to_vec();
+            body.extend_from_slice(&(m1.len() as u16).to_be_bytes());
+            body.extend_from_slice(&m1);
+            let mut c = cell::new_cell(CIRC_ID, cmd::CREATE);
+            cell::body_mut(&mut c)[..body.len()].copy_from_slice(&body);
+            circ.link_tx.send(c).await.map_err(|_| "link closed".to_string())?;
+        } else {
+            let ext = cell::Extend { node_id: hop.id.0, x25519: hop.x25519, addr: hop.addr, handshake: m1 };
+            circ.send_to_hop(i - 1, rcmd::EXTEND, 0, &ext.encode()).await.map_err(|e| e.to_string())?;
+        }
+        let reply = rx.await.map_err(|_| circ.close_reason().unwrap_or_else(|| "circuit closed while building".into()))??;
+        let keys = init.finish(&reply).map_err(|e| format!("hop {} handshake: {e}", hop.id.short()))?;
+        lock(&circ.crypto).add_hop(keys);
+        *lock(&circ.rtt) = t0.elapsed();
+    }
+    Ok(())
+}
+
+async fn client_reader(circ: &Arc<ClientCirc>, mut rd: tokio::net::tcp::OwnedReadHalf, mut recv: LinkDir, idle: Duration) -> String {
+    let mut buf = vec![0u8; WIRE_CELL * 8];
+    let mut filled = 0;
+    loop {
+        let n = match tokio::time::timeout(idle, rd.read(&mut buf[filled..])).await {
+            Err(_) => return "link idle timeout".into(),
+            Ok(Ok(0)) => return format!("link to first hop {} closed", circ.path[0].id.short()),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return format!("link to first hop {} failed: {e}", circ.path[0].id.short()),
+        };
+        filled += n;
+        let mut off = 0;
+        while filled - off >= WIRE_CELL {
+            let c = match recv.open(&buf[off..off + WIRE_CELL]) {
+                Ok(c) => c,
+                Err(e) => {
+                    return format!("link: {e}");
+                }
+            };
+            off += WIRE_CELL;
+            if let Err(e) = circ.dispatch(c).await {
+                if !e.starts_with("circuit destroyed") {
+                    let _ = circ.link_tx.try_send(cell::destroy_cell(CIRC_ID, reason::PROTOCOL));
+                }
+                return e;
+            }
+        }
+        buf.copy_within(off..filled, 0);
+        filled -= off;
+    }
+}
+
+struct ClientInner {
+    cfg: ClientConfig,
+    directory: Mutex<Vec<Descriptor>>,
+    pool: tokio::sync::Mutex<Vec<Arc<ClientCirc>>>,
+    assigned: Mutex<HashMap<IsolationKey, Arc<ClientCirc>>>,
+    all: Mutex<Vec<std::sync::Weak<ClientCirc>>>,
+    next_id: AtomicU64,
+    build_lock: tokio::sync::Mutex<()>,
+}
+
+/// The overlay client.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl Client {
+    /// Creates a client; descriptors that do not verify are dropped (with a warning).
+    pub fn new(cfg: ClientConfig, directory: Vec<Descriptor>) -> Client {
+        let c = Client {
+            inner: Arc::new(ClientInner {
+                cfg,
+                directory: Mutex::new(Vec::new()),
+                pool: tokio::sync::Mutex::new(Vec::new()),
+                assigned: Mutex::new(HashMap::new()),
+                all: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+                build_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        c.set_directory(directory);
+        c
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.cfg
+    }
+
+    /// Replaces the directory with the descriptors that verify now.
+    pub fn set_directory(&self, directory: Vec<Descriptor>) {
+        let now = unix_now();
+        let ok: Vec<Descriptor> = directory
+            .into_iter()
+            .filter(|d| match d.verify(now) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(node = %d.id.short(), "dropping descriptor: {e}");
+                    false
+                }
+            })
+            .collect();
+        *lock(&self.inner.directory) = ok;
+    }
+
+    /// Builds a fresh circuit of `hops` hops (not from the pool).
+    pub async fn build_circuit(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
+        let path = {
+            let dir = lock(&self.inner.directory);
+            choose_path(&dir, hops).map_err(|e| ProviderError::NoCircuit(e.to_string()))?
+        };
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let c = build_circuit(id, path, &self.inner.cfg).await?;
+        let mut all = lock(&self.inner.all);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&c));
+        Ok(c)
+    }
+
+    /// Builds a circuit, choosing a new path after a failure (a dead relay), up to 3 attempts.
+    pub async fn build_with_retries(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.build_circuit(hops).await {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    debug!("circuit build failed, retrying: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ProviderError::NoCircuit("no attempt".into())))
+    }
+
+    /// Fills the pool up to `pool_size` pre-built circuits.
+    pub async fn fill_pool(&self) -> Result<(), ProviderError> {
+        loop {
+            {
+                let mut p = self.inner.pool.lock().await;
+                p.retain(|c| !c.is_closed());
+                if p.len() >= self.inner.cfg.pool_size {
+                    return Ok(());
+                }
+            }
+            let c = self.build_circuit(self.inner.cfg.hops).await?;
+            *lock(&c.purpose) = "pooled".into();
+            self.inner.pool.lock().await.push(c);
+        }
+    }
+
+    /// The circuit for `iso`: the one already assigned if alive, else a pooled or fresh one.
+    pub async fn circuit_for(&self, iso: IsolationKey) -> Result<Arc<ClientCirc>, ProviderError> {
+        if let Some(c) = lock(&self.inner.assigned).get(&iso) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        // One build at a time per client: concurrent requests for the same key share the result.
+        let _g = self.inner.build_lock.lock().await;
+        if let Some(c) = lock(&self.inner.assigned).get(&iso) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let pooled = {
+            let mut p = self.inner.pool.lock().await;
+            p.retain(|c| !c.is_closed());
+            p.pop()
+        };
+        let c = match pooled {
+            Some(c) => c,
+            None => self.build_with_retries(self.inner.cfg.hops).await?,
+        };
+        *lock(&c.purpose) = format!("exit (isolation {})", iso.0);
+        lock(&self.inner.assigned).insert(iso, c.clone());
+        if self.inner.cfg.pool_size > 0 {
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.fill_pool().await {
+                    debug!("pool refill failed: {e}");
+                }
+            });
+        }
+        Ok(c)
+    }
+
+    /// Circuits for the dashboard.
+    pub fn circuits(&self) -> Vec<CircuitInfo> {
+        lock(&self.inner.all).iter().filter_map(|w| w.upgrade()).map(|c| c.info()).collect()
+    }
+}
+
+#[async_trait]
+impl AnonProvider for Client {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    async fn connect(&self, target: &Target, iso: IsolationKey) -> Result<BoxStream, ProviderError> {
+        let c = self.circuit_for(iso).await?;
+        c.open_stream(target, self.inner.cfg.stream_timeout).await
+    }
+
+    async fn datagram(&self, iso: IsolationKey) -> Result<Box<dyn AnonDatagram>, ProviderError> {
+        let c = self.circuit_for(iso).await?;
+        Ok(Box::new(c.open_datagram()?))
+    }
+
+    async fn resolve(&self, name: &str, iso: IsolationKey) -> Result<Vec<IpAddr>, ProviderError> {
+        let c = self.circuit_for(iso).await?;
+        c.resolve(name, self.inner.cfg.stream_timeout).await
+    }
+}

@@ -1,0 +1,857 @@
+//! A relay/exit node: tokio edges around the sans-IO link and circuit state machines.
+//!
+//! Tasks: one accept loop; per link a reader task (opens frames, dispatches cells, forwards on the
+//! hot path) and a writer task (batches sealed cells into one write); per exit stream a reader and a
+//! writer; per UDP association a receive loop. Per-circuit state sits in a mutex shared by the two
+//! links of the circuit; cells are encrypted and enqueued under that mutex (after reserving queue
+//! space) so that sequence numbers always match queue order.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use crate::cell::{self, cmd, rcmd, reason, CellBuf, CELL_SIZE, RELAY_DATA_MAX, WIRE_CELL};
+use crate::circuit::relay::{RelayCrypto, Verdict};
+use crate::descriptor::{unix_now, Descriptor, ROLE_EXIT};
+use crate::exit::ExitPolicy;
+use crate::handshake::{self, LinkInitiator, HTYPE_NK};
+use crate::identity::{Identity, NodeId};
+use crate::link::{self, LinkCipher, LinkDir};
+use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
+
+/// Cells queued per link before senders wait (backpressure).
+pub const LINK_QUEUE: usize = 128;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Cells sealed into one write.
+const WRITE_BATCH: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub identity: Identity,
+    pub listen: SocketAddr,
+    pub roles: u8,
+    pub exit_policy: ExitPolicy,
+    /// TESTING ONLY: let the exit reach private/loopback/link-local destinations.
+    pub allow_private_exit: bool,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    pub descriptor_lifetime: Duration,
+}
+
+impl NodeConfig {
+    pub fn new(identity: Identity, listen: SocketAddr, roles: u8) -> NodeConfig {
+        NodeConfig {
+            identity,
+            listen,
+            roles,
+            exit_policy: if roles & ROLE_EXIT != 0 { ExitPolicy::default() } else { ExitPolicy::reject_all() },
+            allow_private_exit: false,
+            keepalive: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(90),
+            descriptor_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Link and relay statistics for the dashboard.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub addr: SocketAddr,
+    pub links_open: u64,
+    pub links_total: u64,
+    pub link_errors: u64,
+    pub circuits: u64,
+    pub relayed_bytes: u64,
+    pub exit_bytes_out: u64,
+    pub exit_bytes_in: u64,
+    pub circuits_destroyed_tamper: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    links_open: AtomicU64,
+    links_total: AtomicU64,
+    link_errors: AtomicU64,
+    circuits: AtomicU64,
+    relayed_bytes: AtomicU64,
+    exit_out: AtomicU64,
+    exit_in: AtomicU64,
+    tamper: AtomicU64,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a task panicked mid-update; the state is still structurally valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One link (either direction) as seen by the node.
+pub(crate) struct Link {
+    id: u64,
+    tx: mpsc::Sender<CellBuf>,
+    circuits: Mutex<HashMap<u32, CircRef>>,
+    next_circ: AtomicU32,
+    peer: Option<NodeId>,
+    closed: AtomicBool,
+}
+
+#[derive(Clone)]
+struct CircRef {
+    circ: Arc<RelayCirc>,
+    /// true if this link is the circuit's next (outbound) side.
+    next_side: bool,
+}
+
+struct RelayCirc {
+    prev: Arc<Link>,
+    prev_id: u32,
+    /// Backward circuit window: DATA cells this exit may originate before a SENDME.
+    bwd_window: Arc<Semaphore>,
+    st: Mutex<CircState>,
+}
+
+struct CircState {
+    crypto: RelayCrypto,
+    next: Option<(Arc<Link>, u32)>,
+    extending: bool,
+    destroyed: bool,
+    fwd_window: RecvWindow,
+    streams: HashMap<u32, ExitStream>,
+    udp: HashMap<u32, Arc<UdpSocket>>,
+    tasks: Vec<AbortHandle>,
+}
+
+struct ExitStream {
+    data_tx: mpsc::Sender<Bytes>,
+    window: Arc<Semaphore>,
+}
+
+pub(crate) struct NodeInner {
+    cfg: NodeConfig,
+    descriptor: Descriptor,
+    addr: SocketAddr,
+    stats: Stats,
+    out_links: tokio::sync::Mutex<HashMap<NodeId, Arc<Link>>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+    next_link: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// Binds the listener and starts accepting links.
+    pub async fn start(cfg: NodeConfig) -> std::io::Result<Node> {
+        let listener = TcpListener::bind(cfg.listen).await?;
+        let addr = listener.local_addr()?;
+        let expires = unix_now() + cfg.descriptor_lifetime.as_secs();
+        let descriptor = Descriptor::new_signed(&cfg.identity, addr, cfg.roles, cfg.exit_policy.clone(), expires);
+        let inner = Arc::new(NodeInner {
+            cfg,
+            descriptor,
+            addr,
+            stats: Stats::default(),
+            out_links: tokio::sync::Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            next_link: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+        });
+        let n2 = inner.clone();
+        let h = tokio::spawn(async move { accept_loop(n2, listener).await });
+        inner.track(h.abort_handle());
+        info!(node = %inner.descriptor.id.short(), %addr, "node listening");
+        Ok(Node { inner })
+    }
+
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.inner.descriptor
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.descriptor.id
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.inner.stopped.load(Ordering::Relaxed)
+    }
+
+    /// Stops every task of the node (listener, links, exit streams); peers see the links drop.
+    pub fn shutdown(&self) {
+        self.inner.stopped.store(true, Ordering::Relaxed);
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        for t in tasks {
+            t.abort();
+        }
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let s = &self.inner.stats;
+        NodeStatus {
+            node_id: self.inner.descriptor.id.to_string(),
+            addr: self.inner.addr,
+            links_open: s.links_open.load(Ordering::Relaxed),
+            links_total: s.links_total.load(Ordering::Relaxed),
+            link_errors: s.link_errors.load(Ordering::Relaxed),
+            circuits: s.circuits.load(Ordering::Relaxed),
+            relayed_bytes: s.relayed_bytes.load(Ordering::Relaxed),
+            exit_bytes_out: s.exit_out.load(Ordering::Relaxed),
+            exit_bytes_in: s.exit_in.load(Ordering::Relaxed),
+            circuits_destroyed_tamper: s.tamper.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl NodeInner {
+    fn track(&self, h: AbortHandle) {
+        if self.stopped.load(Ordering::Relaxed) {
+            h.abort();
+            return;
+        }
+        let mut t = lock(&self.tasks);
+        if t.len() > 256 {
+            t.retain(|h| !h.is_finished());
+        }
+        t.push(h);
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) -> AbortHandle {
+        let h = tokio::spawn(f).abort_handle();
+        self.track(h.clone());
+        h
+    }
+}
+
+async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let n2 = node.clone();
+        node.spawn(async move {
+            if let Err(why) = accept_link(n2.clone(), sock).await {
+                n2.stats.link_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, "link closed during handshake: {why}");
+            }
+        });
+    }
+}
+
+async fn accept_link(node: Arc<NodeInner>, mut sock: TcpStream) -> Result<(), String> {
+    let _ = sock.set_nodelay(true);
+    let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let mut p = [0u8; 2];
+        sock.read_exact(&mut p).await.map_err(|e| format!("truncated handshake (length): {e}"))?;
+        let n = link::handshake_len(p).map_err(|e| e.to_string())?;
+        let mut m = vec![0u8; n];
+        sock.read_exact(&mut m).await.map_err(|e| format!("truncated handshake ({n}-byte message): {e}"))?;
+        Ok::<_, String>(m)
+    })
+    .await
+    .map_err(|_| "handshake timed out".to_string())??;
+    let (reply, split, _remote) = handshake::link_respond(&node.cfg.identity.x25519_secret_bytes(), &msg).map_err(|e| format!("bad handshake: {e}"))?;
+    let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&reply);
+    sock.write_all(&out).await.map_err(|e| format!("writing handshake reply: {e}"))?;
+    let cipher = LinkCipher::from_transport(split);
+    let link = new_link(&node, None);
+    run_link(node, sock, cipher, link).await;
+    Ok(())
+}
+
+fn new_link(node: &NodeInner, peer: Option<NodeId>) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let id = node.next_link.fetch_add(1, Ordering::Relaxed);
+    (Arc::new(Link { id, tx, circuits: Mutex::new(HashMap::new()), next_circ: AtomicU32::new(1), peer, closed: AtomicBool::new(false) }), rx)
+}
+
+/// Runs an established link until it closes (spawns its writer, reads in this task).
+fn run_link(
+    node: Arc<NodeInner>,
+    sock: TcpStream,
+    cipher: LinkCipher,
+    lr: (Arc<Link>, mpsc::Receiver<CellBuf>),
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    // Boxed: links spawn links (EXTEND), which would make the future type recursive.
+    Box::pin(run_link_inner(node, sock, cipher, lr))
+}
+
+async fn run_link_inner(node: Arc<NodeInner>, sock: TcpStream, cipher: LinkCipher, (link, rx): (Arc<Link>, mpsc::Receiver<CellBuf>)) {
+    node.stats.links_open.fetch_add(1, Ordering::Relaxed);
+    node.stats.links_total.fetch_add(1, Ordering::Relaxed);
+    let (rd, wr) = sock.into_split();
+    let LinkCipher { send, recv } = cipher;
+    let writer = node.spawn(link_writer(wr, send, rx, node.cfg.keepalive));
+    let why = link_reader(&node, &link, rd, recv).await;
+    debug!(link = link.id, "link closed: {why}");
+    writer.abort();
+    close_link(&node, &link).await;
+    node.stats.links_open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Seals queued cells in batches; sends PADDING after `keepalive` without traffic.
+pub(crate) async fn link_writer(mut wr: OwnedWriteHalf, mut send: LinkDir, mut rx: mpsc::Receiver<CellBuf>, keepalive: Duration) {
+    let mut out = Vec::with_capacity(WIRE_CELL * WRITE_BATCH);
+    loop {
+        let first = match tokio::time::timeout(keepalive, rx.recv()).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(_) => cell::new_cell(0, cmd::PADDING),
+        };
+        send.seal_into(&first, &mut out);
+        for _ in 1..WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(c) => send.seal_into(&c, &mut out),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = wr.write_all(&out).await {
+            debug!("link write failed: {e}");
+            break;
+        }
+        out.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads frames, opens them, dispatches cells. Returns why the link ended.
+async fn link_reader(node: &Arc<NodeInner>, link: &Arc<Link>, mut rd: OwnedReadHalf, mut recv: LinkDir) -> String {
+    let mut buf = vec![0u8; WIRE_CELL * 8];
+    let mut filled = 0;
+    loop {
+        let n = match tokio::time::timeout(node.cfg.idle_timeout, rd.read(&mut buf[filled..])).await {
+            Err(_) => return "idle timeout".into(),
+            Ok(Ok(0)) => return "closed by peer".into(),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return format!("read error: {e}"),
+        };
+        filled += n;
+        let mut off = 0;
+        while filled - off >= WIRE_CELL {
+            let c = match recv.open(&buf[off..off + WIRE_CELL]) {
+                Ok(c) => c,
+                Err(e) => {
+                node.stats.link_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(link = link.id, "closing link: {e}");
+                    return e.to_string();
+                }
+            };
+            off += WIRE_CELL;
+            handle_cell(node, link, c).await;
+        }
+        buf.copy_within(off..filled, 0);
+        filled -= off;
+    }
+}
+
+async fn close_link(node: &Arc<NodeInner>, link: &Arc<Link>) {
+    link.closed.store(true, Ordering::Relaxed);
+    if let Some(p) = link.peer {
+        let mut m = node.out_links.lock().await;
+        if m.get(&p).map(|l| l.id) == Some(link.id) {
+            m.remove(&p);
+        }
+    }
+    let circs: Vec<CircRef> = lock(&link.circuits).drain().map(|(_, c)| c).collect();
+    for c in circs {
+        destroy(node, &c.circ, reason::LINK_CLOSED, Some(link.id));
+    }
+}
+
+/// Tears a circuit down: streams aborted, DESTROY sent to the side(s) other than `from_link`.
+fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Option<u64>) {
+    let (next, tasks, streams) = {
+        let mut st = lock(&circ.st);
+        if st.destroyed {
+            return;
+        }
+        st.destroyed = true;
+        (st.next.take(), std::mem::take(&mut st.tasks), std::mem::take(&mut st.streams))
+    };
+    drop(streams);
+    for t in tasks {
+        t.abort();
+    }
+    circ.bwd_window.close();
+    node.stats.circuits.fetch_sub(1, Ordering::Relaxed);
+    lock(&circ.prev.circuits).remove(&circ.prev_id);
+    if from_link != Some(circ.prev.id) {
+        send_soon(node, &circ.prev, cell::destroy_cell(circ.prev_id, why));
+    }
+    if let Some((nl, nid)) = next {
+        lock(&nl.circuits).remove(&nid);
+        if from_link != Some(nl.id) {
+            send_soon(node, &nl, cell::destroy_cell(nid, why));
+        }
+    }
+}
+
+fn send_soon(node: &NodeInner, link: &Arc<Link>, c: CellBuf) {
+    if link.closed.load(Ordering::Relaxed) {
+        return;
+    }
+    if let Err(mpsc::error::TrySendError::Full(c)) = link.tx.try_send(c) {
+        let tx = link.tx.clone();
+        node.spawn(async move {
+            let _ = tx.send(c).await;
+        });
+    }
+}
+
+/// Originates a backward relay message from this hop (seal + enqueue atomically).
+async fn send_back(circ: &RelayCirc, rc: u8, stream: u32, data: &[u8]) -> Result<(), ()> {
+    let permit = circ.prev.tx.reserve().await.map_err(|_| ())?;
+    let mut st = lock(&circ.st);
+    if st.destroyed {
+        return Err(());
+    }
+    let c = st.crypto.originate(circ.prev_id, rc, stream, data).map_err(|_| ())?;
+    permit.send(c);
+    Ok(())
+}
+
+async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
+    let cid = cell::circ_id(&c);
+    match cell::command(&c) {
+        cmd::PADDING => {}
+        cmd::CREATE => handle_create(node, link, cid, &c),
+        cmd::CREATED => {
+            let Some(r) = lock(&link.circuits).get(&cid).cloned() else { return };
+            let reply = match cell::lp_payload(&c) {
+                Ok(p) => p.to_vec(),
+                Err(_) => return destroy(node, &r.circ, reason::PROTOCOL, None),
+            };
+            {
+                let mut st = lock(&r.circ.st);
+                if !r.next_side || !st.extending {
+                    drop(st);
+                    return destroy(node, &r.circ, reason::PROTOCOL, None);
+                }
+                st.extending = false;
+                st.next = Some((link.clone(), cid));
+            }
+            let _ = send_back(&r.circ, rcmd::EXTENDED, 0, &reply).await;
+        }
+        cmd::DESTROY => {
+            let r = lock(&link.circuits).get(&cid).cloned();
+            if let Some(r) = r {
+                destroy(node, &r.circ, c[5], Some(link.id));
+            }
+        }
+        cmd::RELAY => {
+            let Some(r) = lock(&link.circuits).get(&cid).cloned() else {
+                debug!(link = link.id, circ = cid, "RELAY for unknown circuit");
+                return;
+            };
+            if r.next_side {
+                // backward: add our layer and pass towards the client
+                let Ok(permit) = r.circ.prev.tx.reserve().await else { return };
+                let mut st = lock(&r.circ.st);
+                if st.destroyed {
+                    return;
+                }
+                st.crypto.add_backward(cell::body_mut(&mut c));
+                cell::set_circ_id(&mut c, r.circ.prev_id);
+                permit.send(c);
+                node.stats.relayed_bytes.fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+            } else {
+                let verdict;
+                let next;
+                {
+                    let mut st = lock(&r.circ.st);
+                    if st.destroyed {
+                        return;
+                    }
+                    let has_next = st.next.is_some();
+                    verdict = st.crypto.on_forward(cell::body_mut(&mut c), has_next);
+                    next = st.next.clone();
+                }
+                match verdict {
+                    Verdict::Forward => {
+                        if let Some((nl, nid)) = next {
+                            cell::set_circ_id(&mut c, nid);
+                            node.stats.relayed_bytes.fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+                            let _ = nl.tx.send(c).await;
+                        }
+                    }
+                    Verdict::Destroy => {
+                        node.stats.tamper.fetch_add(1, Ordering::Relaxed);
+                        warn!(link = link.id, circ = cid, "unrecognised relay cell at last hop (tampered or replayed): destroying circuit");
+                        destroy(node, &r.circ, reason::UNRECOGNIZED, None);
+                    }
+                    Verdict::Deliver => handle_relay(node, &r.circ, &c).await,
+                }
+            }
+        }
+        other => {
+            warn!(link = link.id, "unknown cell command {other}; ignoring");
+        }
+    }
+}
+
+fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
+    let b = cell::body(c);
+    let htype = u16::from_be_bytes([b[0], b[1]]);
+    let n = u16::from_be_bytes([b[2], b[3]]) as usize;
+    if htype != HTYPE_NK || n > b.len() - 4 || lock(&link.circuits).contains_key(&cid) || cid == 0 {
+        warn!(link = link.id, circ = cid, "bad CREATE (htype {htype}, len {n})");
+        send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
+        return;
+    }
+    let (reply, keys) = match handshake::hop_respond(&node.cfg.identity.x25519_secret_bytes(), &b[4..4 + n]) {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(link = link.id, circ = cid, "hop handshake failed: {e}");
+            send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
+            return;
+        }
+    };
+    let circ = Arc::new(RelayCirc {
+        prev: link.clone(),
+        prev_id: cid,
+        bwd_window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
+        st: Mutex::new(CircState {
+            crypto: RelayCrypto::new(keys),
+            next: None,
+            extending: false,
+            destroyed: false,
+            fwd_window: RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC),
+            streams: HashMap::new(),
+            udp: HashMap::new(),
+            tasks: Vec::new(),
+        }),
+    });
+    lock(&link.circuits).insert(cid, CircRef { circ, next_side: false });
+    node.stats.circuits.fetch_add(1, Ordering::Relaxed);
+    match cell::lp_cell(cid, cmd::CREATED, &reply) {
+        Ok(cc) => send_soon(node, link, cc),
+        Err(e) => warn!("CREATED too long: {e}"),
+    }
+}
+
+async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
+    let msg = match cell::read_relay(cell::body(c)) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("malformed relay message: {e}");
+            return destroy(node, circ, reason::PROTOCOL, None);
+        }
+    };
+    let sid = msg.stream;
+    match msg.cmd {
+        rcmd::DROP => {}
+        rcmd::EXTEND => {
+            let ext = match cell::Extend::decode(msg.data) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("bad EXTEND: {e}");
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
+            };
+            {
+                let mut st = lock(&circ.st);
+                if st.next.is_some() || st.extending || ext.node_id == node.descriptor.id.0 {
+                    drop(st);
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
+                st.extending = true;
+            }
+            let (n2, c2) = (node.clone(), circ.clone());
+            let h = node.spawn(async move {
+                if let Err(e) = do_extend(&n2, &c2, ext).await {
+                    warn!("extend failed: {e}");
+                    destroy(&n2, &c2, reason::EXTEND_FAILED, None);
+                }
+            });
+            lock(&circ.st).tasks.push(h);
+        }
+        rcmd::BEGIN => {
+            if node.cfg.roles & ROLE_EXIT == 0 {
+                let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::NOT_EXIT, "this node is not an exit")).await;
+                return;
+            }
+            let target = String::from_utf8_lossy(msg.data).into_owned();
+            let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 2);
+            let window = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
+            {
+                let mut st = lock(&circ.st);
+                if st.streams.contains_key(&sid) || sid == 0 {
+                    drop(st);
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
+                st.streams.insert(sid, ExitStream { data_tx: tx, window: window.clone() });
+            }
+            let (n2, c2) = (node.clone(), circ.clone());
+            let h = node.spawn(async move { exit_stream(n2, c2, sid, target, rx, window).await });
+            lock(&circ.st).tasks.push(h);
+        }
+        rcmd::DATA => {
+            let (tx, sendme) = {
+                let mut st = lock(&circ.st);
+                if st.fwd_window.on_receive().is_err() {
+                    drop(st);
+                    warn!("client exceeded the circuit window");
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
+                let sendme = st.fwd_window.on_consume();
+                (st.streams.get(&sid).map(|s| s.data_tx.clone()), sendme)
+            };
+            if let Some(tx) = tx {
+                if tx.try_send(Bytes::copy_from_slice(msg.data)).is_err() {
+                    warn!(stream = sid, "stream exceeded its window or closed; ending it");
+                    lock(&circ.st).streams.remove(&sid);
+                    let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::PROTOCOL, "stream window exceeded")).await;
+                }
+            }
+            if sendme {
+                let _ = send_back(circ, rcmd::SENDME, 0, &[]).await;
+            }
+        }
+        rcmd::END => {
+            lock(&circ.st).streams.remove(&sid);
+            if let Some(u) = lock(&circ.st).udp.remove(&sid) {
+                drop(u);
+            }
+        }
+        rcmd::SENDME => {
+            if sid == 0 {
+                circ.bwd_window.add_permits(CIRC_SENDME_INC as usize);
+            } else if let Some(s) = lock(&circ.st).streams.get(&sid) {
+                s.window.add_permits(STREAM_SENDME_INC as usize);
+            }
+        }
+        rcmd::RESOLVE => {
+            if node.cfg.roles & ROLE_EXIT == 0 {
+                let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::NOT_EXIT, "this node is not an exit")).await;
+                return;
+            }
+            let name = String::from_utf8_lossy(msg.data).into_owned();
+            let c2 = circ.clone();
+            let h = node.spawn(async move {
+                let reply = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0))).await {
+                    Ok(Ok(it)) => cell::encode_resolved(&it.map(|a| a.ip()).collect::<Vec<_>>()),
+                    Ok(Err(e)) => [&[1u8][..], format!("cannot resolve {name}: {e}").as_bytes()].concat(),
+                    Err(_) => [&[1u8][..], format!("resolving {name} timed out").as_bytes()].concat(),
+                };
+                let _ = send_back(&c2, rcmd::RESOLVED, sid, &reply[..reply.len().min(RELAY_DATA_MAX)]).await;
+            });
+            lock(&circ.st).tasks.push(h);
+        }
+        rcmd::DATAGRAM => handle_datagram(node, circ, sid, msg.data).await,
+        rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE => {
+            let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::UNSUPPORTED, "command reserved, not implemented yet")).await;
+        }
+        other => {
+            warn!("unknown relay command {other}");
+            destroy(node, circ, reason::PROTOCOL, None);
+        }
+    }
+}
+
+async fn do_extend(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, ext: cell::Extend) -> Result<(), String> {
+    let link = get_link(node, NodeId(ext.node_id), &ext.x25519, ext.addr).await?;
+    let cid = link.next_circ.fetch_add(1, Ordering::Relaxed);
+    let mut body = HTYPE_NK.to_be_bytes().to_vec();
+    body.extend_from_slice(&(ext.handshake.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext.handshake);
+    let mut c = cell::new_cell(cid, cmd::CREATE);
+    if body.len() > cell::CELL_BODY {
+        return Err("EXTEND handshake too long".into());
+    }
+    cell::body_mut(&mut c)[..body.len()].copy_from_slice(&body);
+    if lock(&circ.st).destroyed {
+        return Ok(());
+    }
+    lock(&link.circuits).insert(cid, CircRef { circ: circ.clone(), next_side: true });
+    link.tx.send(c).await.map_err(|_| "link closed".to_string())?;
+    Ok(())
+}
+
+/// Returns an open outbound link to `id`, dialling it if needed (checks the peer's static key).
+async fn get_link(node: &Arc<NodeInner>, id: NodeId, x25519: &[u8; 32], addr: SocketAddr) -> Result<Arc<Link>, String> {
+    let mut m = node.out_links.lock().await;
+    if let Some(l) = m.get(&id) {
+        if !l.closed.load(Ordering::Relaxed) {
+            return Ok(l.clone());
+        }
+    }
+    let (sock, cipher) = dial_link(&node.cfg.identity.x25519_secret_bytes(), x25519, addr).await?;
+    let (link, rx) = new_link(node, Some(id));
+    m.insert(id, link.clone());
+    drop(m);
+    let n2 = node.clone();
+    let l2 = link.clone();
+    node.spawn(async move { run_link(n2, sock, cipher, (l2, rx)).await });
+    Ok(link)
+}
+
+/// Dials a link and runs the initiator handshake.
+pub(crate) async fn dial_link(local: &[u8; 32], remote: &[u8; 32], addr: SocketAddr) -> Result<(TcpStream, LinkCipher), String> {
+    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = sock.set_nodelay(true);
+    let (init, m1) = LinkInitiator::start(local, remote).map_err(|e| e.to_string())?;
+    let mut out = (m1.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&m1);
+    let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        sock.write_all(&out).await.map_err(|e| format!("link handshake to {addr}: {e}"))?;
+        let mut p = [0u8; 2];
+        sock.read_exact(&mut p).await.map_err(|e| format!("link handshake from {addr}: {e}"))?;
+        let n = link::handshake_len(p).map_err(|e| e.to_string())?;
+        let mut m = vec![0u8; n];
+        sock.read_exact(&mut m).await.map_err(|e| format!("link handshake from {addr}: {e}"))?;
+        Ok::<_, String>(m)
+    })
+    .await
+    .map_err(|_| format!("link handshake with {addr} timed out"))??;
+    let split = init.finish(&reply).map_err(|e| format!("link handshake with {addr}: {e} (wrong key?)"))?;
+    Ok((sock, LinkCipher::from_transport(split)))
+}
+
+async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, target: String, mut rx: mpsc::Receiver<Bytes>, window: Arc<Semaphore>) {
+    let end = |why: u8, text: String| {
+        let circ = circ.clone();
+        async move {
+            debug!(stream = sid, "END {}: {text}", cell::reason::name(why));
+            lock(&circ.st).streams.remove(&sid);
+            let _ = send_back(&circ, rcmd::END, sid, &cell::encode_end(why, &text)).await;
+        }
+    };
+    let addrs: Vec<SocketAddr> = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(target.as_str())).await {
+        Ok(Ok(a)) => a.collect(),
+        Ok(Err(e)) => return end(reason::RESOLVE_FAILED, format!("cannot resolve {target}: {e}")).await,
+        Err(_) => return end(reason::TIMEOUT, format!("resolving {target} timed out")).await,
+    };
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match node.cfg.exit_policy.check(a, false, node.cfg.allow_private_exit) {
+            Ok(()) => true,
+            Err(r) => {
+                refusal = Some(r);
+                false
+            }
+        })
+        .collect();
+    let Some(addr) = allowed.first().copied() else {
+        let why = refusal.map(|r| r.to_string()).unwrap_or_else(|| format!("{target} resolved to no address"));
+        return end(reason::EXIT_POLICY, format!("exit policy refuses {target}: {why}")).await;
+    };
+    let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return end(reason::CONNECT_REFUSED, format!("connecting to {target}: {e}")).await,
+        Err(_) => return end(reason::TIMEOUT, format!("connecting to {target} timed out")).await,
+    };
+    let _ = sock.set_nodelay(true);
+    let mut ab = Vec::new();
+    crate::descriptor::encode_addr(&addr, &mut ab);
+    if send_back(&circ, rcmd::CONNECTED, sid, &ab).await.is_err() {
+        return;
+    }
+    let (mut rd, mut wr) = sock.into_split();
+    // client → target
+    let (c2, n2) = (circ.clone(), node.clone());
+    let writer = node.spawn(async move {
+        let mut consumed = 0u32;
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+            n2.stats.exit_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+            consumed += 1;
+            if consumed % STREAM_SENDME_INC == 0 && send_back(&c2, rcmd::SENDME, sid, &[]).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    lock(&circ.st).tasks.push(writer);
+    // target → client
+    let mut buf = vec![0u8; RELAY_DATA_MAX];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => return end(reason::DONE, "target closed".into()).await,
+            Ok(n) => n,
+            Err(e) => return end(reason::MISC, format!("read from {target}: {e}")).await,
+        };
+        let (Ok(p1), Ok(p2)) = (window.acquire().await, circ.bwd_window.acquire().await) else { return };
+        p1.forget();
+        p2.forget();
+        node.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
+        if send_back(&circ, rcmd::DATA, sid, &buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32, data: &[u8]) {
+    let refuse = |text: String| async move {
+        let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::EXIT_POLICY, &text)).await;
+    };
+    if node.cfg.roles & ROLE_EXIT == 0 {
+        return refuse("this node is not an exit".into()).await;
+    }
+    let (dst, payload) = match cell::decode_datagram(data) {
+        Ok(x) => x,
+        Err(e) => return refuse(format!("bad datagram: {e}")).await,
+    };
+    if let Err(r) = node.cfg.exit_policy.check(&dst, true, node.cfg.allow_private_exit) {
+        return refuse(format!("exit policy refuses {dst}: {r}")).await;
+    }
+    let existing = lock(&circ.st).udp.get(&sid).cloned();
+    let sock = match existing {
+        Some(s) => s,
+        None => {
+            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let s = match UdpSocket::bind(bind).await {
+                Ok(s) => Arc::new(s),
+                Err(e) => return refuse(format!("cannot bind UDP: {e}")).await,
+            };
+            let (s2, c2, n2) = (s.clone(), circ.clone(), node.clone());
+            let h = node.spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok((n, from)) = s2.recv_from(&mut buf).await else { break };
+                    n2.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let Ok(d) = cell::encode_datagram(&from, &buf[..n]) else { continue };
+                    if send_back(&c2, rcmd::DATAGRAM, sid, &d).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut st = lock(&circ.st);
+            st.tasks.push(h);
+            st.udp.insert(sid, s.clone());
+            s
+        }
+    };
+    node.stats.exit_out.fetch_add(payload.len() as u64, Ordering::Relaxed);
+    if let Err(e) = sock.send_to(payload, dst).await {
+        debug!("udp send to {dst}: {e}");
+    }
+}

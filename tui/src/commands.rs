@@ -1,0 +1,307 @@
+//! Subcommand dispatch: [`run_command`] is the one place that decides what each subcommand does.
+//! Subcommands that need the engines say "not wired yet" until the node (tui/src/node/) exists.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::{Config, Paths};
+use crate::control::client::SocketControl;
+use crate::control::{Command as Ctl, Control, ControlError};
+use crate::status::{fmt_bytes, fmt_duration, StatusSnapshot};
+
+/// Loads the effective configuration: defaults < file < flags, with directories resolved.
+pub fn effective_config(cli: &Cli, paths: &Paths) -> Result<Config> {
+    let (file, required) = match &cli.global.config {
+        Some(p) => (p.clone(), true),
+        None => (paths.config_file.clone(), false),
+    };
+    let mut cfg = Config::load(&file, required)?;
+    cli.global.apply(&mut cfg);
+    cfg.validate().map_err(|e| anyhow!("bad option: {e}"))?;
+    cfg.resolve_dirs(paths);
+    Ok(cfg)
+}
+
+fn socket_path(cfg: &Config) -> Result<PathBuf> {
+    cfg.socket
+        .clone()
+        .ok_or_else(|| anyhow!("no control socket path configured"))
+}
+
+fn not_wired(what: &str) -> anyhow::Error {
+    anyhow!("`warren {what}` is not wired yet: the node that runs the engines is not built into this binary")
+}
+
+/// Connects to the running node's control socket, with an error that says what to do.
+pub fn connect(socket: &Path) -> Result<SocketControl> {
+    SocketControl::connect(socket).map_err(|e| match e {
+        ControlError::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            anyhow!(
+                "no warren node is running (nothing listens on {}); start one with `warren node`",
+                socket.display()
+            )
+        }
+        other => anyhow!(
+            "cannot connect to the node at {}: {other}",
+            socket.display()
+        ),
+    })
+}
+
+/// Runs one parsed command line. Writes normal output to `out`.
+pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
+    let cfg = effective_config(&cli, paths)?;
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell.to_clap(), &mut cmd, "warren", out);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Show) => {
+            write!(out, "{}", cfg.to_toml())?;
+            Ok(())
+        }
+        Command::InstallHandler => {
+            let exe = std::env::current_exe().context("cannot find the warren executable")?;
+            let xdg_mime = crate::handler::find_in_path("xdg-mime");
+            let r = crate::handler::install(&paths.data_home(), &exe, xdg_mime.as_deref())
+                .context("cannot write the desktop entry")?;
+            writeln!(out, "wrote {}", r.desktop_file.display())?;
+            match r.xdg_mime {
+                Some(true) => writeln!(
+                    out,
+                    "ran: xdg-mime default {} x-scheme-handler/magnet",
+                    crate::handler::DESKTOP_FILE
+                )?,
+                Some(false) => writeln!(
+                    out,
+                    "xdg-mime default {} x-scheme-handler/magnet failed; set the handler in your desktop settings",
+                    crate::handler::DESKTOP_FILE
+                )?,
+                None => writeln!(
+                    out,
+                    "xdg-mime not found: not changing the default magnet handler (the desktop entry is registered for x-scheme-handler/magnet)"
+                )?,
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let mut ctl = connect(&socket_path(&cfg)?)?;
+            let snap = ctl.snapshot().context("status request failed")?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&snap)?)?;
+            } else {
+                write!(out, "{}", status_text(&snap))?;
+            }
+            Ok(())
+        }
+        Command::Dash => {
+            let mut ctl = connect(&socket_path(&cfg)?)?;
+            crate::dash::run(&mut ctl).context("dashboard failed")
+        }
+        Command::Open { magnet } => {
+            if !magnet.starts_with("magnet:?") {
+                bail!("not a magnet link (it must start with magnet:?): {magnet}");
+            }
+            let socket = socket_path(&cfg)?;
+            match SocketControl::connect(&socket) {
+                Ok(mut ctl) => {
+                    let r = ctl
+                        .request(Ctl::Add {
+                            magnet,
+                            dir: None,
+                            hops: None,
+                        })
+                        .context("the running node refused the magnet link")?;
+                    match r.get("transfer").and_then(|v| v.as_u64()) {
+                        Some(id) => writeln!(out, "added to the running node as transfer {id}")?,
+                        None => writeln!(out, "added to the running node")?,
+                    }
+                    Ok(())
+                }
+                // No node: start one with this transfer (the node wires this path).
+                Err(_) => Err(not_wired("open (starting a node)")),
+            }
+        }
+        Command::Get { .. } => Err(not_wired("get")),
+        Command::Seed { .. } => Err(not_wired("seed")),
+        Command::Make {
+            path,
+            output,
+            tracker,
+        } => make(&path, output, tracker, out),
+        Command::Tunnel { .. } => Err(not_wired("tunnel")),
+        Command::Node { .. } => Err(not_wired("node")),
+        Command::Demo { no_tui, size } => {
+            let opts = crate::node::demo::DemoOptions {
+                size,
+                hops: cfg.hops,
+                relays: 5,
+                exits: 2,
+                tui: crate::dash::want_tui(no_tui),
+                work_dir: None,
+            };
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            // progress goes straight to stdout: it must show while the download runs
+            rt.block_on(async {
+                let mut stdout = std::io::stdout();
+                crate::node::demo::run(opts, &mut stdout).await
+            })
+            .map(|_| ())
+        }
+        Command::Bench { .. } => Err(not_wired("bench")),
+    }
+}
+
+/// Human-readable `warren status`.
+pub fn status_text(s: &StatusSnapshot) -> String {
+    let mut o = String::new();
+    let n = &s.network;
+    o.push_str(&format!(
+        "node {}  up {}  links {}  DHT nodes {}  relayed {}{}\n",
+        if s.node_id.is_empty() {
+            "-"
+        } else {
+            &s.node_id
+        },
+        fmt_duration(s.uptime_secs),
+        n.links.len(),
+        n.dht_nodes,
+        fmt_bytes(n.relayed_bytes),
+        if n.is_exit {
+            format!("  exit {}", fmt_bytes(n.exit_bytes))
+        } else {
+            String::new()
+        }
+    ));
+    o.push_str(&format!(
+        "circuits {} ({} open)  tunnel flows {}\n",
+        s.circuits.len(),
+        s.circuits
+            .iter()
+            .filter(|c| c.state == crate::status::CircuitState::Open)
+            .count(),
+        s.flows.len()
+    ));
+    if s.transfers.is_empty() {
+        o.push_str("no transfers\n");
+    }
+    for t in &s.transfers {
+        o.push_str(&format!(
+            "[{}] {}\n",
+            t.id,
+            crate::dash::plain::transfer_line(t)
+        ));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            config_file: dir.join("cfg/warren/config.toml"),
+            data_dir: dir.join("data/warren"),
+            download_dir: dir.join("dl/warren"),
+            runtime_dir: None,
+        }
+    }
+
+    fn run(args: &[&str], p: &Paths) -> Result<String> {
+        let cli = Cli::try_parse_from(args)?;
+        let mut out = Vec::new();
+        run_command(cli, p, &mut out)?;
+        Ok(String::from_utf8(out)?)
+    }
+
+    #[test]
+    fn config_show_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        std::fs::create_dir_all(p.config_file.parent().unwrap()).unwrap();
+        std::fs::write(&p.config_file, "hops = 2\n[roles]\nrelay = true\n").unwrap();
+        let shown = run(&["warren", "config", "show"], &p).unwrap();
+        let cfg = Config::parse(&shown, Path::new("shown")).unwrap();
+        assert_eq!(cfg.hops, 2);
+        assert!(cfg.roles.relay);
+        assert_eq!(cfg.data_dir, Some(p.data_dir.clone()));
+        assert_eq!(cfg.socket, Some(p.data_dir.join("control.sock")));
+        let shown = run(&["warren", "--default-hops", "1", "config", "show"], &p).unwrap();
+        assert!(shown.contains("hops = 1"), "{shown}");
+
+        std::fs::write(&p.config_file, "hops = 2\n[roles]\nrelya = true\n").unwrap();
+        let e = run(&["warren", "config", "show"], &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("roles.relya"), "{e}");
+        let e = run(
+            &[
+                "warren",
+                "--config",
+                "/nonexistent/x.toml",
+                "config",
+                "show",
+            ],
+            &p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/x.toml"), "{e}");
+    }
+
+    #[test]
+    fn completions_for_each_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        for sh in ["bash", "zsh", "fish"] {
+            let out = run(&["warren", "completions", sh], &p).unwrap();
+            assert!(out.contains("install-handler"), "{sh}");
+        }
+    }
+
+    #[test]
+    fn engine_commands_not_wired() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path());
+        for args in [
+            &["warren", "get", "magnet:?xt=urn:btih:00"][..],
+            &["warren", "node"],
+            &["warren", "demo", "--no-tui"],
+            &["warren", "open", "magnet:?xt=urn:btih:00"],
+        ] {
+            let e = run(args, &p).unwrap_err().to_string();
+            assert!(e.contains("not wired yet"), "{args:?}: {e}");
+        }
+        let e = run(&["warren", "status"], &p).unwrap_err().to_string();
+        assert!(e.contains("no warren node is running"), "{e}");
+    }
+}
+
+/// `warren make`: hashes PATH into a .torrent and prints where it went and its magnet link.
+fn make(path: &Path, output: Option<PathBuf>, trackers: Vec<String>, out: &mut dyn Write) -> Result<()> {
+    let opts = share::make::MakeOptions {
+        trackers,
+        ..Default::default()
+    };
+    let made = share::make::make_torrent(path, &opts)
+        .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", made.metainfo.info.name)));
+    std::fs::write(&output, &made.torrent_bytes)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    writeln!(out, "wrote {}", output.display())?;
+    writeln!(out, "info-hash {}", made.metainfo.info_hash)?;
+    writeln!(out, "{}", made.magnet.to_uri())?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! The share engine's connector in anonymous mode: streams on overlay circuits.
+
+use std::io;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use overlay::{AnonProvider, IsolationKey, ProviderError, Target};
+use share::connector::{BoxedStream, Connector, PeerAddr};
+
+/// One overlay client per hop count (1, 2, 3), sharing the node's directory, so that a transfer's
+/// hop count can change while it runs: new connections use the new count.
+#[derive(Clone)]
+pub struct Clients {
+    by_hops: [Arc<overlay::Client>; 3],
+}
+
+impl Clients {
+    pub fn new(base: overlay::ClientConfig, directory: Vec<overlay::Descriptor>) -> Clients {
+        let mk = |hops: usize| {
+            let mut cfg = base.clone();
+            cfg.hops = hops;
+            Arc::new(overlay::Client::new(cfg, directory.clone()))
+        };
+        Clients {
+            by_hops: [mk(1), mk(2), mk(3)],
+        }
+    }
+
+    /// The client that builds circuits of `hops` hops (clamped to 1-3).
+    pub fn get(&self, hops: u8) -> &Arc<overlay::Client> {
+        &self.by_hops[usize::from(hops.clamp(1, 3)) - 1]
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (u8, &Arc<overlay::Client>)> {
+        self.by_hops.iter().enumerate().map(|(i, c)| (i as u8 + 1, c))
+    }
+}
+
+/// Opens every stream of one transfer through overlay exits, on circuits isolated from other
+/// transfers. It has no code path to a local socket.
+pub struct OverlayConnector {
+    clients: Clients,
+    iso: IsolationKey,
+    hops: Arc<AtomicU8>,
+}
+
+impl OverlayConnector {
+    pub fn new(clients: Clients, iso: IsolationKey, hops: Arc<AtomicU8>) -> Self {
+        OverlayConnector { clients, iso, hops }
+    }
+}
+
+fn to_io(e: ProviderError) -> io::Error {
+    let kind = match e {
+        ProviderError::Refused { .. } => io::ErrorKind::ConnectionRefused,
+        ProviderError::Timeout(_) => io::ErrorKind::TimedOut,
+        ProviderError::Unsupported(_) => io::ErrorKind::Unsupported,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+#[async_trait]
+impl Connector for OverlayConnector {
+    async fn connect(&self, peer: &PeerAddr) -> io::Result<BoxedStream> {
+        let target = match peer {
+            PeerAddr::Ip(a) => Target::Addr(*a),
+            // the exit resolves the name: the local resolver never sees it
+            PeerAddr::Host { host, port } => Target::Host(host.clone(), *port),
+            PeerAddr::Opaque(s) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("no route to overlay address {s}: hidden services are not wired yet"),
+                ))
+            }
+        };
+        let client = self.clients.get(self.hops.load(Ordering::Relaxed));
+        let s = client.connect(&target, self.iso).await.map_err(to_io)?;
+        Ok(Box::new(s))
+    }
+}

@@ -1,0 +1,324 @@
+//! [`NodeCore`]: the transfers of a node, each on its own isolated circuits, behind [`NodeApi`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use overlay::IsolationKey;
+use share::magnet::Magnet;
+use share::session::{AddOptions, Session, SessionConfig, TorrentHandle, TorrentSource, TorrentState};
+use tokio::sync::Notify;
+
+use super::connector::{Clients, OverlayConnector};
+use crate::control::{ApiError, NodeApi};
+use crate::status::{
+    CircuitPurpose, CircuitState, CircuitStatus, LogEntry, LogLevel, NetworkStatus, StatusSnapshot,
+    TransferId, TransferState, TransferStatus,
+};
+
+const LOG_KEEP: usize = 200;
+
+struct Transfer {
+    session: Session,
+    handle: TorrentHandle,
+    hops: Arc<AtomicU8>,
+    dir: PathBuf,
+}
+
+/// Extra network figures (relays run by this process, e.g. the demo's in-process network).
+pub type NetworkProbe = Box<dyn Fn() -> Vec<overlay::NodeStatus> + Send + Sync>;
+
+pub struct NodeCore {
+    node_id: String,
+    clients: Clients,
+    session_config: SessionConfig,
+    data_dir: PathBuf,
+    download_dir: PathBuf,
+    default_hops: u8,
+    transfers: Mutex<BTreeMap<TransferId, Transfer>>,
+    next_id: AtomicU64,
+    started: Instant,
+    log: Mutex<VecDeque<LogEntry>>,
+    network: Option<NetworkProbe>,
+    shutdown: Arc<Notify>,
+}
+
+fn api(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(e.to_string())
+}
+
+impl NodeCore {
+    pub fn new(
+        node_id: String,
+        clients: Clients,
+        session_config: SessionConfig,
+        data_dir: PathBuf,
+        download_dir: PathBuf,
+        default_hops: u8,
+    ) -> NodeCore {
+        NodeCore {
+            node_id,
+            clients,
+            session_config,
+            data_dir,
+            download_dir,
+            default_hops: default_hops.clamp(1, 3),
+            transfers: Mutex::new(BTreeMap::new()),
+            next_id: AtomicU64::new(1),
+            started: Instant::now(),
+            log: Mutex::new(VecDeque::new()),
+            network: None,
+            shutdown: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn with_network_probe(mut self, probe: NetworkProbe) -> Self {
+        self.network = Some(probe);
+        self
+    }
+
+    /// Resolves when a client asked the node to shut down.
+    pub fn shutdown_signal(&self) -> Arc<Notify> {
+        self.shutdown.clone()
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    pub fn warn(&self, target: &str, message: String) {
+        self.push_log(LogLevel::Warn, target, message);
+    }
+
+    fn push_log(&self, level: LogLevel, target: &str, message: String) {
+        if let Ok(mut l) = self.log.lock() {
+            l.push_back(LogEntry {
+                at_secs: self.started.elapsed().as_secs(),
+                level,
+                target: target.into(),
+                message,
+            });
+            while l.len() > LOG_KEEP {
+                l.pop_front();
+            }
+        }
+    }
+
+    /// Adds a transfer from a magnet link; returns its id and handle.
+    pub async fn add_magnet(
+        &self,
+        link: &str,
+        dir: Option<PathBuf>,
+        hops: Option<u8>,
+    ) -> Result<(TransferId, TorrentHandle), ApiError> {
+        let magnet = Magnet::parse(link).map_err(|e| api(format!("bad magnet link: {e}")))?;
+        let ih = magnet
+            .info_hash
+            .ok_or_else(|| api("magnet link has no btih infohash (v2-only links are not supported yet)"))?;
+        if self
+            .transfers
+            .lock()
+            .map_err(api)?
+            .values()
+            .any(|t| t.handle.info_hash() == ih)
+        {
+            return Err(api(format!("{ih} is already being transferred")));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let hops = Arc::new(AtomicU8::new(hops.unwrap_or(self.default_hops).clamp(1, 3)));
+        // one session per transfer: its connector carries the transfer's own isolation key, so two
+        // transfers never share a circuit or an exit connection
+        let connector = Arc::new(OverlayConnector::new(
+            self.clients.clone(),
+            IsolationKey(id),
+            hops.clone(),
+        ));
+        let mut cfg = self.session_config.clone();
+        cfg.resume_db = Some(self.data_dir.join("resume").join(ih.to_string()));
+        let session = Session::new(cfg, connector).map_err(api)?;
+        let dir = dir.unwrap_or_else(|| self.download_dir.clone());
+        std::fs::create_dir_all(&dir).map_err(|e| api(format!("cannot create {}: {e}", dir.display())))?;
+        let handle = session
+            .add_torrent(TorrentSource::Magnet(magnet), &dir, AddOptions::default())
+            .await
+            .map_err(api)?;
+        self.transfers.lock().map_err(api)?.insert(
+            id,
+            Transfer {
+                session,
+                handle: handle.clone(),
+                hops,
+                dir,
+            },
+        );
+        Ok((id, handle))
+    }
+
+    fn with<T>(&self, id: TransferId, f: impl FnOnce(&Transfer) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let map = self.transfers.lock().map_err(api)?;
+        let t = map.get(&id).ok_or_else(|| api(format!("no transfer {id}")))?;
+        f(t)
+    }
+
+    pub fn snapshot_now(&self) -> StatusSnapshot {
+        let mut transfers = Vec::new();
+        if let Ok(map) = self.transfers.lock() {
+            for (id, t) in map.iter() {
+                let s = t.handle.status();
+                let state = match &s.state {
+                    TorrentState::Checking => TransferState::Checking,
+                    TorrentState::Metadata => TransferState::Metadata,
+                    TorrentState::Downloading => TransferState::Downloading,
+                    TorrentState::Seeding => TransferState::Seeding,
+                    TorrentState::Paused => TransferState::Paused,
+                    TorrentState::Error(_) => TransferState::Error,
+                };
+                transfers.push(TransferStatus {
+                    id: *id,
+                    name: s.name.clone(),
+                    infohash: s.info_hash.to_string(),
+                    size: s.total_bytes.unwrap_or(0),
+                    done: s.have_bytes,
+                    down_rate: s.down_rate as u64,
+                    up_rate: s.up_rate as u64,
+                    peers: s.peers as u32,
+                    eta_secs: s.eta.map(|d| d.as_secs()),
+                    state,
+                    hops: t.hops.load(Ordering::Relaxed),
+                });
+            }
+        }
+        let mut circuits = Vec::new();
+        for (_, c) in self.clients.all() {
+            for ci in c.circuits() {
+                circuits.push(CircuitStatus {
+                    id: ci.id,
+                    purpose: CircuitPurpose::Exit,
+                    hops: ci.hops.clone(),
+                    state: if ci.state == "open" {
+                        CircuitState::Open
+                    } else if ci.state.starts_with("build") {
+                        CircuitState::Building
+                    } else {
+                        CircuitState::Failed
+                    },
+                    age_secs: ci.age_ms / 1000,
+                    bytes_sent: ci.bytes_up,
+                    bytes_received: ci.bytes_down,
+                    rtt_ms: (ci.rtt_ms > 0.0).then_some(ci.rtt_ms.round() as u32),
+                });
+            }
+        }
+        let mut network = NetworkStatus {
+            down_rate: transfers.iter().map(|t| t.down_rate).sum(),
+            up_rate: transfers.iter().map(|t| t.up_rate).sum(),
+            ..Default::default()
+        };
+        if let Some(probe) = &self.network {
+            for n in probe() {
+                network.relayed_bytes += n.relayed_bytes;
+                network.exit_bytes += n.exit_bytes_out + n.exit_bytes_in;
+            }
+        }
+        StatusSnapshot {
+            node_id: self.node_id.clone(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            transfers,
+            circuits,
+            flows: Vec::new(),
+            network,
+            log: self.log.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default(),
+        }
+    }
+
+    /// Waits until transfer `id` is complete and verified.
+    pub async fn wait_complete(&self, id: TransferId) -> Result<(), ApiError> {
+        let h = self.with(id, |t| Ok(t.handle.clone()))?;
+        h.wait_complete().await.map_err(api)
+    }
+
+    /// Where transfer `id` saves its files.
+    pub fn transfer_dir(&self, id: TransferId) -> Option<PathBuf> {
+        self.with(id, |t| Ok(t.dir.clone())).ok()
+    }
+
+    pub fn shutdown_all(&self) {
+        if let Ok(map) = self.transfers.lock() {
+            for t in map.values() {
+                t.session.shutdown();
+            }
+        }
+    }
+}
+
+impl NodeApi for NodeCore {
+    async fn snapshot(&self) -> StatusSnapshot {
+        self.snapshot_now()
+    }
+
+    async fn add(&self, magnet: String, dir: Option<PathBuf>, hops: Option<u8>) -> Result<TransferId, ApiError> {
+        self.add_magnet(&magnet, dir, hops).await.map(|(id, _)| id)
+    }
+
+    async fn pause(&self, id: TransferId) -> Result<(), ApiError> {
+        self.with(id, |t| t.session.pause(&t.handle.info_hash()).map_err(api))
+    }
+
+    async fn resume(&self, id: TransferId) -> Result<(), ApiError> {
+        self.with(id, |t| t.session.resume(&t.handle.info_hash()).map_err(api))
+    }
+
+    async fn remove(&self, id: TransferId, delete_data: bool) -> Result<(), ApiError> {
+        let t = self
+            .transfers
+            .lock()
+            .map_err(api)?
+            .remove(&id)
+            .ok_or_else(|| api(format!("no transfer {id}")))?;
+        let ih = t.handle.info_hash();
+        let files = t.handle.status().name;
+        t.session.remove(&ih).map_err(api)?;
+        t.session.shutdown();
+        if delete_data && !files.is_empty() {
+            let p = t.dir.join(&files);
+            // the name came through the metainfo sanitiser: a single safe component
+            if p.starts_with(&t.dir) {
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                if let Err(e) = r {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(api(format!("removed the transfer but not its data {}: {e}", p.display())));
+                    }
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.data_dir.join("resume").join(ih.to_string()));
+        Ok(())
+    }
+
+    async fn set_hops(&self, id: TransferId, hops: u8) -> Result<(), ApiError> {
+        if !(1..=3).contains(&hops) {
+            return Err(api(format!("hop count must be 1, 2 or 3, not {hops}")));
+        }
+        self.with(id, |t| {
+            t.hops.store(hops, Ordering::Relaxed);
+            Ok(())
+        })?;
+        self.warn("node", format!("transfer {id}: new connections use {hops}-hop circuits"));
+        Ok(())
+    }
+
+    async fn shutdown(&self) -> Result<(), ApiError> {
+        self.shutdown.notify_waiters();
+        self.shutdown.notify_one();
+        Ok(())
+    }
+}
+
+/// How often the plain reporter prints.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
