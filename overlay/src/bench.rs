@@ -26,7 +26,11 @@ pub struct BenchOpts {
 
 impl Default for BenchOpts {
     fn default() -> Self {
-        BenchOpts { hops: 3, bytes: 512 << 20, builds: 100 }
+        BenchOpts {
+            hops: 3,
+            bytes: 512 << 20,
+            builds: 100,
+        }
     }
 }
 
@@ -137,8 +141,16 @@ pub async fn circuit(opts: BenchOpts) -> Result<BenchReport, ProviderError> {
     if !(1..=3).contains(&opts.hops) {
         return Err(ProviderError::NoCircuit("hops must be 1, 2 or 3".into()));
     }
-    let net = Testnet::builder().relays(opts.hops - 1).exits(1).build().await?;
-    let client = net.client(ClientConfig { hops: opts.hops, pool_size: 0, ..ClientConfig::default() });
+    let net = Testnet::builder()
+        .relays(opts.hops - 1)
+        .exits(1)
+        .build()
+        .await?;
+    let client = net.client(ClientConfig {
+        hops: opts.hops,
+        pool_size: 0,
+        ..ClientConfig::default()
+    });
     let sink = sink_server().await?;
     let source = source_server().await?;
 
@@ -147,7 +159,7 @@ pub async fn circuit(opts: BenchOpts) -> Result<BenchReport, ProviderError> {
         let t = Instant::now();
         let c = client.build_circuit(opts.hops).await?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
-        drop(c);
+        c.destroy();
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
 
@@ -164,13 +176,21 @@ pub async fn circuit(opts: BenchOpts) -> Result<BenchReport, ProviderError> {
     }
     s.shutdown().await?;
     let mut got = [0u8; 8];
-    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut got)).await.map_err(|_| ProviderError::Timeout("sink ack".into()))??;
+    tokio::time::timeout(Duration::from_secs(120), s.read_exact(&mut got))
+        .await
+        .map_err(|_| ProviderError::Timeout("sink ack".into()))??;
     let up_t = t.elapsed().as_secs_f64();
     if u64::from_be_bytes(got) != opts.bytes {
-        return Err(ProviderError::Closed(format!("sink received {} of {} bytes", u64::from_be_bytes(got), opts.bytes)));
+        return Err(ProviderError::Closed(format!(
+            "sink received {} of {} bytes",
+            u64::from_be_bytes(got),
+            opts.bytes
+        )));
     }
     // download
-    let mut s = client.connect(&Target::Addr(source), IsolationKey(2)).await?;
+    let mut s = client
+        .connect(&Target::Addr(source), IsolationKey(2))
+        .await?;
     let t = Instant::now();
     s.write_all(&opts.bytes.to_be_bytes()).await?;
     let mut buf = vec![0u8; 256 << 10];
@@ -184,7 +204,10 @@ pub async fn circuit(opts: BenchOpts) -> Result<BenchReport, ProviderError> {
     }
     let down_t = t.elapsed().as_secs_f64();
     if n != opts.bytes {
-        return Err(ProviderError::Closed(format!("received {n} of {} bytes", opts.bytes)));
+        return Err(ProviderError::Closed(format!(
+            "received {n} of {} bytes",
+            opts.bytes
+        )));
     }
     let cpu = cpu_seconds() - cpu0;
     let mb = opts.bytes as f64 / 1e6;
@@ -198,6 +221,9 @@ pub async fn circuit(opts: BenchOpts) -> Result<BenchReport, ProviderError> {
         cpu_s_per_gb: cpu / (2.0 * opts.bytes as f64 / 1e9),
         cell_size: CELL_SIZE,
         layer_cipher: format!("{LAYER_CIPHER:?}"),
-        link_aead: LINK_PATTERN.to_string(),
+        link_aead: match crate::link::LINK_AEAD {
+            crate::link::LinkAead::NoiseTransport => LINK_PATTERN.to_string(),
+            other => format!("{other:?} (after {LINK_PATTERN})"),
+        },
     })
 }

@@ -114,7 +114,10 @@ pub enum CellError {
 }
 
 fn malformed(what: &'static str, e: impl std::fmt::Display) -> CellError {
-    CellError::Malformed { what, why: e.to_string() }
+    CellError::Malformed {
+        what,
+        why: e.to_string(),
+    }
 }
 
 /// A plaintext cell buffer.
@@ -200,7 +203,11 @@ pub fn read_relay(body: &[u8]) -> Result<RelayMsg<'_>, CellError> {
     if n > RELAY_DATA_MAX {
         return Err(CellError::BadLength(n));
     }
-    Ok(RelayMsg { cmd: body[20], stream: u32::from_be_bytes([body[21], body[22], body[23], body[24]]), data: &body[27..27 + n] })
+    Ok(RelayMsg {
+        cmd: body[20],
+        stream: u32::from_be_bytes([body[21], body[22], body[23], body[24]]),
+        data: &body[27..27 + n],
+    })
 }
 
 /// EXTEND: `node_id[32] | x25519[32] | addr | hs_len:u16 | hs`.
@@ -230,7 +237,12 @@ impl Extend {
         let addr = decode_addr(&mut r).map_err(f)?;
         let n = r.u16().map_err(f)? as usize;
         let handshake = r.take(n).map_err(f)?.to_vec();
-        Ok(Extend { node_id, x25519, addr, handshake })
+        Ok(Extend {
+            node_id,
+            x25519,
+            addr,
+            handshake,
+        })
     }
 }
 
@@ -285,7 +297,11 @@ pub fn decode_resolved(b: &[u8]) -> Result<Result<Vec<std::net::IpAddr>, String>
     let n = r.u8().map_err(|e| malformed("RESOLVED", e))?;
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        out.push(decode_addr(&mut r).map_err(|e| malformed("RESOLVED", e))?.ip());
+        out.push(
+            decode_addr(&mut r)
+                .map_err(|e| malformed("RESOLVED", e))?
+                .ip(),
+        );
     }
     Ok(Ok(out))
 }
@@ -299,23 +315,46 @@ mod tests {
         let mut c = new_cell(7, cmd::RELAY);
         write_relay(body_mut(&mut c), rcmd::DATA, 9, b"hello").unwrap();
         let m = read_relay(body(&c)).unwrap();
-        assert_eq!(m, RelayMsg { cmd: rcmd::DATA, stream: 9, data: b"hello" });
+        assert_eq!(
+            m,
+            RelayMsg {
+                cmd: rcmd::DATA,
+                stream: 9,
+                data: b"hello"
+            }
+        );
         assert_eq!(circ_id(&c), 7);
-        assert_eq!(write_relay(body_mut(&mut c), rcmd::DATA, 9, &vec![0; RELAY_DATA_MAX + 1]), Err(CellError::TooLong(RELAY_DATA_MAX + 1)));
+        assert_eq!(
+            write_relay(
+                body_mut(&mut c),
+                rcmd::DATA,
+                9,
+                &vec![0; RELAY_DATA_MAX + 1]
+            ),
+            Err(CellError::TooLong(RELAY_DATA_MAX + 1))
+        );
         body_mut(&mut c)[25..27].copy_from_slice(&u16::MAX.to_be_bytes());
         assert!(matches!(read_relay(body(&c)), Err(CellError::BadLength(_))));
     }
 
     #[test]
     fn extend_and_datagram_roundtrip() {
-        let e = Extend { node_id: [1; 32], x25519: [2; 32], addr: "127.0.0.1:9".parse().unwrap(), handshake: vec![3; 48] };
+        let e = Extend {
+            node_id: [1; 32],
+            x25519: [2; 32],
+            addr: "127.0.0.1:9".parse().unwrap(),
+            handshake: vec![3; 48],
+        };
         assert_eq!(Extend::decode(&e.encode()).unwrap(), e);
         assert!(Extend::decode(&e.encode()[..70]).is_err());
         let a: SocketAddr = "[::1]:53".parse().unwrap();
         let d = encode_datagram(&a, b"q").unwrap();
         assert_eq!(decode_datagram(&d).unwrap(), (a, &b"q"[..]));
         let r = encode_resolved(&["1.2.3.4".parse().unwrap()]);
-        assert_eq!(decode_resolved(&r).unwrap().unwrap(), vec!["1.2.3.4".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            decode_resolved(&r).unwrap().unwrap(),
+            vec!["1.2.3.4".parse::<std::net::IpAddr>().unwrap()]
+        );
     }
 
     #[test]

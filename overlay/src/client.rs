@@ -94,6 +94,9 @@ struct Slot {
     window: Option<Arc<Semaphore>>,
 }
 
+/// Where the reader delivers the next CREATED/EXTENDED payload.
+type HandshakeReply = oneshot::Sender<Result<Vec<u8>, String>>;
+
 /// A client circuit (shared by its tasks and its streams).
 pub struct ClientCirc {
     id: u64,
@@ -104,7 +107,7 @@ pub struct ClientCirc {
     recv_window: Mutex<RecvWindow>,
     streams: Mutex<HashMap<u32, Slot>>,
     next_stream: AtomicU32,
-    pending: Mutex<Option<oneshot::Sender<Result<Vec<u8>, String>>>>,
+    pending: Mutex<Option<HandshakeReply>>,
     closed: Mutex<Option<String>>,
     is_closed: AtomicBool,
     created: Instant,
@@ -134,31 +137,60 @@ impl ClientCirc {
 
     /// Sends a relay message to hop `dest` (the generic "deliver payload to hop" API; issue 4 uses
     /// it for intro/rendezvous/DHT commands).
-    pub async fn send_to_hop(&self, dest: usize, rc: u8, stream: u32, data: &[u8]) -> Result<(), ProviderError> {
-        let permit = self.link_tx.reserve().await.map_err(|_| self.closed_err())?;
+    pub async fn send_to_hop(
+        &self,
+        dest: usize,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+    ) -> Result<(), ProviderError> {
+        let permit = self
+            .link_tx
+            .reserve()
+            .await
+            .map_err(|_| self.closed_err())?;
         let mut cr = lock(&self.crypto);
         if self.is_closed() {
             return Err(self.closed_err());
         }
-        let c = cr.seal(CIRC_ID, dest, rc, stream, data).map_err(|e| ProviderError::Closed(e.to_string()))?;
+        let c = cr
+            .seal(CIRC_ID, dest, rc, stream, data)
+            .map_err(|e| ProviderError::Closed(e.to_string()))?;
         permit.send(c);
         Ok(())
+    }
+
+    /// Tears the circuit down: DESTROY to the first hop, every stream fails.
+    pub fn destroy(&self) {
+        let _ = self
+            .link_tx
+            .try_send(cell::destroy_cell(CIRC_ID, reason::DONE));
+        self.close("closed by the client".into());
     }
 
     /// TESTING: sends a DATA cell to the last hop with one bit flipped after sealing (a tampering
     /// relay in miniature). The last hop must destroy the circuit.
     #[doc(hidden)]
     pub async fn inject_tampered_cell(&self) -> Result<(), ProviderError> {
-        let permit = self.link_tx.reserve().await.map_err(|_| self.closed_err())?;
+        let permit = self
+            .link_tx
+            .reserve()
+            .await
+            .map_err(|_| self.closed_err())?;
         let mut cr = lock(&self.crypto);
-        let mut c = cr.seal(CIRC_ID, self.last_hop(), rcmd::DATA, 1, b"tampered").map_err(|e| ProviderError::Closed(e.to_string()))?;
+        let mut c = cr
+            .seal(CIRC_ID, self.last_hop(), rcmd::DATA, 1, b"tampered")
+            .map_err(|e| ProviderError::Closed(e.to_string()))?;
         c[100] ^= 0x04;
         permit.send(c);
         Ok(())
     }
 
     fn closed_err(&self) -> ProviderError {
-        ProviderError::Closed(self.close_reason().unwrap_or_else(|| "circuit closed".into()))
+        ProviderError::Closed(
+            self.close_reason()
+                .unwrap_or_else(|| "circuit closed".into()),
+        )
     }
 
     /// Marks the circuit dead and fails every stream with `why`.
@@ -224,7 +256,10 @@ impl ClientCirc {
     async fn dispatch(self: &Arc<Self>, mut c: CellBuf) -> Result<(), String> {
         match cell::command(&c) {
             cmd::PADDING => Ok(()),
-            cmd::DESTROY => Err(format!("circuit destroyed by a relay ({})", reason::name(c[5]))),
+            cmd::DESTROY => Err(format!(
+                "circuit destroyed by a relay ({})",
+                reason::name(c[5])
+            )),
             cmd::CREATED => {
                 let p = cell::lp_payload(&c).map_err(|e| e.to_string())?.to_vec();
                 match lock(&self.pending).take() {
@@ -244,7 +279,13 @@ impl ClientCirc {
         }
     }
 
-    async fn on_relay(self: &Arc<Self>, hop: usize, rc: u8, sid: u32, data: &[u8]) -> Result<(), String> {
+    async fn on_relay(
+        self: &Arc<Self>,
+        hop: usize,
+        rc: u8,
+        sid: u32,
+        data: &[u8],
+    ) -> Result<(), String> {
         match rc {
             rcmd::EXTENDED => match lock(&self.pending).take() {
                 Some(tx) => {
@@ -256,7 +297,8 @@ impl ClientCirc {
             rcmd::SENDME => {
                 if sid == 0 {
                     self.window.add_permits(CIRC_SENDME_INC as usize);
-                } else if let Some(w) = lock(&self.streams).get(&sid).and_then(|s| s.window.clone()) {
+                } else if let Some(w) = lock(&self.streams).get(&sid).and_then(|s| s.window.clone())
+                {
                     w.add_permits(STREAM_SENDME_INC as usize);
                 }
                 Ok(())
@@ -267,11 +309,19 @@ impl ClientCirc {
                     w.on_receive().map_err(|e| e.to_string())?;
                     w.on_consume()
                 };
-                self.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.bytes_down
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let tx = lock(&self.streams).get(&sid).and_then(|s| s.data.clone());
                 if let Some(tx) = tx {
-                    if tx.try_send(Down::Data(Bytes::copy_from_slice(data))).is_err() {
-                        warn!(circ = self.id, stream = sid, "exit exceeded the stream window");
+                    if tx
+                        .try_send(Down::Data(Bytes::copy_from_slice(data)))
+                        .is_err()
+                    {
+                        warn!(
+                            circ = self.id,
+                            stream = sid,
+                            "exit exceeded the stream window"
+                        );
                         lock(&self.streams).remove(&sid);
                     }
                 }
@@ -286,11 +336,15 @@ impl ClientCirc {
             }
             rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED => {
                 let mut streams = lock(&self.streams);
-                let Some(slot) = streams.get_mut(&sid) else { return Ok(()) };
+                let Some(slot) = streams.get_mut(&sid) else {
+                    return Ok(());
+                };
                 if let Some(ctl) = slot.ctl.take() {
                     let msg = match rc {
                         rcmd::CONNECTED => Ctl::Connected,
-                        rcmd::RESOLVED => Ctl::Resolved(cell::decode_resolved(data).map_err(|e| e.to_string())?),
+                        rcmd::RESOLVED => {
+                            Ctl::Resolved(cell::decode_resolved(data).map_err(|e| e.to_string())?)
+                        }
                         _ => {
                             let (r, t) = cell::decode_end(data);
                             Ctl::End(r, t)
@@ -304,12 +358,22 @@ impl ClientCirc {
                     let (r, t) = cell::decode_end(data);
                     if let Some(s) = streams.remove(&sid) {
                         if let Some(d) = s.data {
-                            let _ = d.try_send(if r == reason::DONE { Down::Eof } else { Down::Err(format!("{}: {t}", reason::name(r))) });
+                            let _ = d.try_send(if r == reason::DONE {
+                                Down::Eof
+                            } else {
+                                Down::Err(format!("{}: {t}", reason::name(r)))
+                            });
                         }
                         if let Some(d) = s.dgram {
                             // a datagram refusal keeps the association open
                             let _ = d.try_send(Err(format!("{}: {t}", reason::name(r))));
-                            streams.insert(sid, Slot { dgram: Some(d), ..Default::default() });
+                            streams.insert(
+                                sid,
+                                Slot {
+                                    dgram: Some(d),
+                                    ..Default::default()
+                                },
+                            );
                         }
                     }
                 }
@@ -318,7 +382,8 @@ impl ClientCirc {
             rcmd::DATAGRAM => {
                 let (from, payload) = cell::decode_datagram(data).map_err(|e| e.to_string())?;
                 if let Some(d) = lock(&self.streams).get(&sid).and_then(|s| s.dgram.clone()) {
-                    self.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                    self.bytes_down
+                        .fetch_add(payload.len() as u64, Ordering::Relaxed);
                     let _ = d.try_send(Ok((from, Bytes::copy_from_slice(payload))));
                 }
                 Ok(())
@@ -331,24 +396,45 @@ impl ClientCirc {
     }
 
     /// Opens a TCP stream to `target` at the exit.
-    pub async fn open_stream(self: &Arc<Self>, target: &Target, timeout: Duration) -> Result<BoxStream, ProviderError> {
+    pub async fn open_stream(
+        self: &Arc<Self>,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<BoxStream, ProviderError> {
         let (ctl_tx, ctl_rx) = oneshot::channel();
         let (down_tx, down_rx) = mpsc::channel(STREAM_WINDOW as usize + 2);
         let window = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
-        let sid = self.new_stream(Slot { ctl: Some(ctl_tx), data: Some(down_tx), dgram: None, window: Some(window.clone()) })?;
+        let sid = self.new_stream(Slot {
+            ctl: Some(ctl_tx),
+            data: Some(down_tx),
+            dgram: None,
+            window: Some(window.clone()),
+        })?;
         let t = target.to_string();
-        self.send_to_hop(self.last_hop(), rcmd::BEGIN, sid, t.as_bytes()).await?;
+        self.send_to_hop(self.last_hop(), rcmd::BEGIN, sid, t.as_bytes())
+            .await?;
         match tokio::time::timeout(timeout, ctl_rx).await {
             Err(_) => {
                 lock(&self.streams).remove(&sid);
-                return Err(ProviderError::Timeout(format!("no answer from the exit for {t}")));
+                return Err(ProviderError::Timeout(format!(
+                    "no answer from the exit for {t}"
+                )));
             }
             Ok(Err(_)) => return Err(self.closed_err()),
             Ok(Ok(Ctl::Connected)) => {}
             Ok(Ok(Ctl::End(r, text))) => {
-                return Err(if r == reason::DESTROYED { ProviderError::Closed(text) } else { ProviderError::Refused { target: t, reason: format!("{}: {text}", reason::name(r)) } })
+                return Err(if r == reason::DESTROYED {
+                    ProviderError::Closed(text)
+                } else {
+                    ProviderError::Refused {
+                        target: t,
+                        reason: format!("{}: {text}", reason::name(r)),
+                    }
+                })
             }
-            Ok(Ok(Ctl::Resolved(_))) => return Err(ProviderError::Closed("unexpected RESOLVED".into())),
+            Ok(Ok(Ctl::Resolved(_))) => {
+                return Err(ProviderError::Closed("unexpected RESOLVED".into()))
+            }
         }
         let (up_tx, mut up_rx) = mpsc::channel::<Option<Bytes>>(8);
         let me = self.clone();
@@ -356,16 +442,30 @@ impl ClientCirc {
             loop {
                 match up_rx.recv().await {
                     Some(Some(b)) => {
-                        let (Ok(p1), Ok(p2)) = (window.acquire().await, me.window.acquire().await) else { break };
+                        let (Ok(p1), Ok(p2)) = (window.acquire().await, me.window.acquire().await)
+                        else {
+                            break;
+                        };
                         p1.forget();
                         p2.forget();
-                        if me.send_to_hop(me.last_hop(), rcmd::DATA, sid, &b).await.is_err() {
+                        if me
+                            .send_to_hop(me.last_hop(), rcmd::DATA, sid, &b)
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                         me.bytes_up.fetch_add(b.len() as u64, Ordering::Relaxed);
                     }
                     Some(None) | None => {
-                        let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &cell::encode_end(reason::DONE, "")).await;
+                        let _ = me
+                            .send_to_hop(
+                                me.last_hop(),
+                                rcmd::END,
+                                sid,
+                                &cell::encode_end(reason::DONE, ""),
+                            )
+                            .await;
                         break;
                     }
                 }
@@ -385,16 +485,26 @@ impl ClientCirc {
     }
 
     /// Resolves `name` at the exit.
-    pub async fn resolve(&self, name: &str, timeout: Duration) -> Result<Vec<IpAddr>, ProviderError> {
+    pub async fn resolve(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Vec<IpAddr>, ProviderError> {
         let (ctl_tx, ctl_rx) = oneshot::channel();
-        let sid = self.new_stream(Slot { ctl: Some(ctl_tx), ..Default::default() })?;
-        self.send_to_hop(self.last_hop(), rcmd::RESOLVE, sid, name.as_bytes()).await?;
+        let sid = self.new_stream(Slot {
+            ctl: Some(ctl_tx),
+            ..Default::default()
+        })?;
+        self.send_to_hop(self.last_hop(), rcmd::RESOLVE, sid, name.as_bytes())
+            .await?;
         match tokio::time::timeout(timeout, ctl_rx).await {
             Err(_) => Err(ProviderError::Timeout(format!("resolving {name}"))),
             Ok(Err(_)) => Err(self.closed_err()),
             Ok(Ok(Ctl::Resolved(Ok(v)))) => Ok(v),
             Ok(Ok(Ctl::Resolved(Err(e)))) => Err(ProviderError::Resolve(e)),
-            Ok(Ok(Ctl::End(r, t))) => Err(ProviderError::Resolve(format!("{}: {t}", reason::name(r)))),
+            Ok(Ok(Ctl::End(r, t))) => {
+                Err(ProviderError::Resolve(format!("{}: {t}", reason::name(r))))
+            }
             Ok(Ok(Ctl::Connected)) => Err(ProviderError::Closed("unexpected CONNECTED".into())),
         }
     }
@@ -402,8 +512,15 @@ impl ClientCirc {
     /// Opens a datagram association at the exit.
     pub fn open_datagram(self: &Arc<Self>) -> Result<CircDatagram, ProviderError> {
         let (tx, rx) = mpsc::channel(256);
-        let sid = self.new_stream(Slot { dgram: Some(tx), ..Default::default() })?;
-        Ok(CircDatagram { circ: self.clone(), sid, rx: tokio::sync::Mutex::new(rx) })
+        let sid = self.new_stream(Slot {
+            dgram: Some(tx),
+            ..Default::default()
+        })?;
+        Ok(CircDatagram {
+            circ: self.clone(),
+            sid,
+            rx: tokio::sync::Mutex::new(rx),
+        })
     }
 }
 
@@ -420,7 +537,11 @@ struct CircStream {
 }
 
 impl AsyncRead for CircStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         loop {
             if !self.cur.is_empty() {
                 let n = self.cur.len().min(buf.remaining());
@@ -439,7 +560,8 @@ impl AsyncRead for CircStream {
                 Poll::Ready(Some(Down::Data(b))) => {
                     self.cur = b;
                     self.consumed += 1;
-                    if self.consumed % STREAM_SENDME_INC == 0 {
+                    if self.consumed == STREAM_SENDME_INC {
+                        self.consumed = 0;
                         let (c, sid) = (self.circ.clone(), self.sid);
                         tokio::spawn(async move {
                             let last = c.last_hop();
@@ -450,7 +572,10 @@ impl AsyncRead for CircStream {
                 Poll::Ready(Some(Down::Eof)) => self.done = Some(Ok(())),
                 Poll::Ready(Some(Down::Err(e))) => self.done = Some(Err(e)),
                 Poll::Ready(None) => {
-                    let e = self.circ.close_reason().unwrap_or_else(|| "stream closed".into());
+                    let e = self
+                        .circ
+                        .close_reason()
+                        .unwrap_or_else(|| "stream closed".into());
                     self.done = Some(Err(format!("circuit closed: {e}")));
                 }
             }
@@ -459,21 +584,37 @@ impl AsyncRead for CircStream {
 }
 
 impl AsyncWrite for CircStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.shut {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream shut down")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream shut down",
+            )));
         }
         if let Some(r) = self.circ.close_reason() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, format!("circuit closed: {r}"))));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("circuit closed: {r}"),
+            )));
         }
         match self.up.poll_reserve(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"))),
+            Poll::Ready(Err(_)) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream closed",
+            ))),
             Poll::Ready(Ok(())) => {
                 let n = buf.len().min(RELAY_DATA_MAX);
                 match self.up.send_item(Some(Bytes::copy_from_slice(&buf[..n]))) {
                     Ok(()) => Poll::Ready(Ok(n)),
-                    Err(_) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream closed"))),
+                    Err(_) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "stream closed",
+                    ))),
                 }
             }
         }
@@ -520,13 +661,21 @@ impl AnonDatagram for CircDatagram {
             Target::Addr(a) => *a,
             Target::Host(h, p) => {
                 let ips = self.circ.resolve(h, Duration::from_secs(10)).await?;
-                let ip = ips.first().ok_or_else(|| ProviderError::Resolve(format!("{h}: no address")))?;
+                let ip = ips
+                    .first()
+                    .ok_or_else(|| ProviderError::Resolve(format!("{h}: no address")))?;
                 SocketAddr::new(*ip, *p)
             }
         };
-        let d = cell::encode_datagram(&addr, payload).map_err(|e| ProviderError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string())))?;
-        self.circ.bytes_up.fetch_add(payload.len() as u64, Ordering::Relaxed);
-        self.circ.send_to_hop(self.circ.last_hop(), rcmd::DATAGRAM, self.sid, &d).await
+        let d = cell::encode_datagram(&addr, payload).map_err(|e| {
+            ProviderError::Io(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
+        })?;
+        self.circ
+            .bytes_up
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        self.circ
+            .send_to_hop(self.circ.last_hop(), rcmd::DATAGRAM, self.sid, &d)
+            .await
     }
 
     async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), ProviderError> {
@@ -537,7 +686,10 @@ impl AnonDatagram for CircDatagram {
                 buf[..n].copy_from_slice(&b[..n]);
                 Ok((n, from))
             }
-            Some(Err(e)) => Err(ProviderError::Refused { target: "datagram".into(), reason: e }),
+            Some(Err(e)) => Err(ProviderError::Refused {
+                target: "datagram".into(),
+                reason: e,
+            }),
             None => Err(self.circ.closed_err()),
         }
     }
@@ -549,17 +701,33 @@ impl Drop for CircDatagram {
         let (c, sid) = (self.circ.clone(), self.sid);
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move {
-                let _ = c.send_to_hop(c.last_hop(), rcmd::END, sid, &cell::encode_end(reason::DONE, "")).await;
+                let _ = c
+                    .send_to_hop(
+                        c.last_hop(),
+                        rcmd::END,
+                        sid,
+                        &cell::encode_end(reason::DONE, ""),
+                    )
+                    .await;
             });
         }
     }
 }
 
 /// Builds one circuit along `path` (already verified descriptors, distinct, chosen by the client).
-pub async fn build_circuit(id: u64, path: Vec<Descriptor>, cfg: &ClientConfig) -> Result<Arc<ClientCirc>, ProviderError> {
-    let first = path.first().ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?.clone();
+pub async fn build_circuit(
+    id: u64,
+    path: Vec<Descriptor>,
+    cfg: &ClientConfig,
+) -> Result<Arc<ClientCirc>, ProviderError> {
+    let first = path
+        .first()
+        .ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?
+        .clone();
     let link_key = Identity::generate().x25519_secret_bytes();
-    let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr).await.map_err(ProviderError::NoCircuit)?;
+    let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr)
+        .await
+        .map_err(ProviderError::NoCircuit)?;
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let circ = Arc::new(ClientCirc {
         id,
@@ -583,13 +751,20 @@ pub async fn build_circuit(id: u64, path: Vec<Descriptor>, cfg: &ClientConfig) -
     let (rd, wr) = sock.into_split();
     let crate::link::LinkCipher { send, recv } = cipher;
     let writer = tokio::spawn(link_writer(wr, send, rx, cfg.keepalive));
-    let c2 = circ.clone();
+    // The reader holds only a weak reference: when the application drops the circuit and its
+    // streams, the link closes and the relays tear the circuit down.
+    let c2 = Arc::downgrade(&circ);
     let idle = cfg.idle_timeout;
     let reader = tokio::spawn(async move {
         let why = client_reader(&c2, rd, recv, idle).await;
-        c2.close(why);
+        if let Some(c) = c2.upgrade() {
+            c.close(why);
+        }
     });
-    lock(&circ.tasks).extend([writer.abort_handle(), reader.abort_handle()]);
+    // The writer is not aborted on close: it ends when the last sender (this circuit) is dropped,
+    // which closes the link and makes the first hop tear the circuit down.
+    drop(writer);
+    lock(&circ.tasks).push(reader.abort_handle());
     let r = tokio::time::timeout(cfg.build_timeout, extend_all(&circ, &path)).await;
     match r {
         Ok(Ok(())) => Ok(circ),
@@ -616,28 +791,56 @@ async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), S
             body.extend_from_slice(&m1);
             let mut c = cell::new_cell(CIRC_ID, cmd::CREATE);
             cell::body_mut(&mut c)[..body.len()].copy_from_slice(&body);
-            circ.link_tx.send(c).await.map_err(|_| "link closed".to_string())?;
+            circ.link_tx
+                .send(c)
+                .await
+                .map_err(|_| "link closed".to_string())?;
         } else {
-            let ext = cell::Extend { node_id: hop.id.0, x25519: hop.x25519, addr: hop.addr, handshake: m1 };
-            circ.send_to_hop(i - 1, rcmd::EXTEND, 0, &ext.encode()).await.map_err(|e| e.to_string())?;
+            let ext = cell::Extend {
+                node_id: hop.id.0,
+                x25519: hop.x25519,
+                addr: hop.addr,
+                handshake: m1,
+            };
+            circ.send_to_hop(i - 1, rcmd::EXTEND, 0, &ext.encode())
+                .await
+                .map_err(|e| e.to_string())?;
         }
-        let reply = rx.await.map_err(|_| circ.close_reason().unwrap_or_else(|| "circuit closed while building".into()))??;
-        let keys = init.finish(&reply).map_err(|e| format!("hop {} handshake: {e}", hop.id.short()))?;
+        let reply = rx.await.map_err(|_| {
+            circ.close_reason()
+                .unwrap_or_else(|| "circuit closed while building".into())
+        })??;
+        let keys = init
+            .finish(&reply)
+            .map_err(|e| format!("hop {} handshake: {e}", hop.id.short()))?;
         lock(&circ.crypto).add_hop(keys);
         *lock(&circ.rtt) = t0.elapsed();
     }
     Ok(())
 }
 
-async fn client_reader(circ: &Arc<ClientCirc>, mut rd: tokio::net::tcp::OwnedReadHalf, mut recv: LinkDir, idle: Duration) -> String {
+async fn client_reader(
+    weak: &std::sync::Weak<ClientCirc>,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut recv: LinkDir,
+    idle: Duration,
+) -> String {
     let mut buf = vec![0u8; WIRE_CELL * 8];
     let mut filled = 0;
+    let first = match weak.upgrade() {
+        Some(c) => c.path[0].id.short(),
+        None => return "dropped by the client".into(),
+    };
     loop {
+        // no strong reference while waiting: dropping the circuit closes the link
         let n = match tokio::time::timeout(idle, rd.read(&mut buf[filled..])).await {
             Err(_) => return "link idle timeout".into(),
-            Ok(Ok(0)) => return format!("link to first hop {} closed", circ.path[0].id.short()),
+            Ok(Ok(0)) => return format!("link to first hop {first} closed"),
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return format!("link to first hop {} failed: {e}", circ.path[0].id.short()),
+            Ok(Err(e)) => return format!("link to first hop {first} failed: {e}"),
+        };
+        let Some(circ) = weak.upgrade() else {
+            return "dropped by the client".into();
         };
         filled += n;
         let mut off = 0;
@@ -651,7 +854,9 @@ async fn client_reader(circ: &Arc<ClientCirc>, mut rd: tokio::net::tcp::OwnedRea
             off += WIRE_CELL;
             if let Err(e) = circ.dispatch(c).await {
                 if !e.starts_with("circuit destroyed") {
-                    let _ = circ.link_tx.try_send(cell::destroy_cell(CIRC_ID, reason::PROTOCOL));
+                    let _ = circ
+                        .link_tx
+                        .try_send(cell::destroy_cell(CIRC_ID, reason::PROTOCOL));
                 }
                 return e;
             }
@@ -798,7 +1003,11 @@ impl Client {
 
     /// Circuits for the dashboard.
     pub fn circuits(&self) -> Vec<CircuitInfo> {
-        lock(&self.inner.all).iter().filter_map(|w| w.upgrade()).map(|c| c.info()).collect()
+        lock(&self.inner.all)
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|c| c.info())
+            .collect()
     }
 }
 
@@ -808,7 +1017,11 @@ impl AnonProvider for Client {
         "overlay"
     }
 
-    async fn connect(&self, target: &Target, iso: IsolationKey) -> Result<BoxStream, ProviderError> {
+    async fn connect(
+        &self,
+        target: &Target,
+        iso: IsolationKey,
+    ) -> Result<BoxStream, ProviderError> {
         let c = self.circuit_for(iso).await?;
         c.open_stream(target, self.inner.cfg.stream_timeout).await
     }

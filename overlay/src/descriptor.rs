@@ -43,7 +43,8 @@ mod sig_serde {
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let s: String = serde::Deserialize::deserialize(d)?;
         let v = hex::decode(s).map_err(serde::de::Error::custom)?;
-        v.try_into().map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("signature must be 64 bytes"))
     }
 }
 
@@ -68,12 +69,21 @@ pub enum DescriptorError {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Descriptor {
     /// Builds and signs a descriptor for `identity`.
-    pub fn new_signed(identity: &Identity, addr: SocketAddr, roles: u8, exit_policy: ExitPolicy, expires: u64) -> Descriptor {
+    pub fn new_signed(
+        identity: &Identity,
+        addr: SocketAddr,
+        roles: u8,
+        exit_policy: ExitPolicy,
+        expires: u64,
+    ) -> Descriptor {
         let mut d = Descriptor {
             id: identity.node_id(),
             x25519: identity.x25519_public(),
@@ -150,7 +160,19 @@ impl Descriptor {
         if !r.0.is_empty() {
             return Err(DescriptorError::Trailing(r.0.len()));
         }
-        Ok(Descriptor { id, x25519, ed25519, addr, roles, exit_policy: ExitPolicy { accept_ports, allow_udp }, expires, signature })
+        Ok(Descriptor {
+            id,
+            x25519,
+            ed25519,
+            addr,
+            roles,
+            exit_policy: ExitPolicy {
+                accept_ports,
+                allow_udp,
+            },
+            expires,
+            signature,
+        })
     }
 
     /// Checks the id binding, the signature and the expiry.
@@ -158,12 +180,17 @@ impl Descriptor {
         if NodeId::derive(&self.x25519, &self.ed25519) != self.id {
             return Err(DescriptorError::IdMismatch);
         }
-        let key = VerifyingKey::from_bytes(&self.ed25519).map_err(|_| DescriptorError::BadSignature)?;
+        let key =
+            VerifyingKey::from_bytes(&self.ed25519).map_err(|_| DescriptorError::BadSignature)?;
         let mut msg = SIG_CONTEXT.to_vec();
         self.encode_unsigned(&mut msg);
-        key.verify(&msg, &Signature::from_bytes(&self.signature)).map_err(|_| DescriptorError::BadSignature)?;
+        key.verify(&msg, &Signature::from_bytes(&self.signature))
+            .map_err(|_| DescriptorError::BadSignature)?;
         if now >= self.expires {
-            return Err(DescriptorError::Expired { expires: self.expires, now });
+            return Err(DescriptorError::Expired {
+                expires: self.expires,
+                now,
+            });
         }
         Ok(())
     }
@@ -233,7 +260,13 @@ mod tests {
 
     fn sample() -> (Identity, Descriptor) {
         let id = Identity::generate();
-        let d = Descriptor::new_signed(&id, "127.0.0.1:4000".parse().unwrap(), ROLE_RELAY | ROLE_EXIT, ExitPolicy::default(), unix_now() + 3600);
+        let d = Descriptor::new_signed(
+            &id,
+            "127.0.0.1:4000".parse().unwrap(),
+            ROLE_RELAY | ROLE_EXIT,
+            ExitPolicy::default(),
+            unix_now() + 3600,
+        );
         (id, d)
     }
 
@@ -251,13 +284,19 @@ mod tests {
         let mut b = d.encode();
         let i = 1 + 96 + 2; // inside the address
         b[i] ^= 1;
-        assert_eq!(Descriptor::decode_verified(&b, unix_now()), Err(DescriptorError::BadSignature));
+        assert_eq!(
+            Descriptor::decode_verified(&b, unix_now()),
+            Err(DescriptorError::BadSignature)
+        );
     }
 
     #[test]
     fn expired_and_mismatched_rejected() {
         let (_, d) = sample();
-        assert!(matches!(d.verify(d.expires), Err(DescriptorError::Expired { .. })));
+        assert!(matches!(
+            d.verify(d.expires),
+            Err(DescriptorError::Expired { .. })
+        ));
         let mut d2 = d.clone();
         d2.x25519 = Identity::generate().x25519_public();
         assert_eq!(d2.verify(unix_now()), Err(DescriptorError::IdMismatch));
@@ -267,7 +306,10 @@ mod tests {
     fn truncated_and_trailing_rejected() {
         let (_, d) = sample();
         let b = d.encode();
-        assert_eq!(Descriptor::decode(&b[..b.len() - 1]), Err(DescriptorError::Truncated));
+        assert_eq!(
+            Descriptor::decode(&b[..b.len() - 1]),
+            Err(DescriptorError::Truncated)
+        );
         let mut b2 = b.clone();
         b2.push(0);
         assert_eq!(Descriptor::decode(&b2), Err(DescriptorError::Trailing(1)));

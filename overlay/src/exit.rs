@@ -15,7 +15,10 @@ pub struct ExitPolicy {
 impl Default for ExitPolicy {
     /// Accept every port, TCP and UDP (public destinations only).
     fn default() -> Self {
-        ExitPolicy { accept_ports: vec![(1, 65535)], allow_udp: true }
+        ExitPolicy {
+            accept_ports: vec![(1, 65535)],
+            allow_udp: true,
+        }
     }
 }
 
@@ -32,15 +35,25 @@ pub enum PolicyRefusal {
 
 impl ExitPolicy {
     pub fn reject_all() -> Self {
-        ExitPolicy { accept_ports: Vec::new(), allow_udp: false }
+        ExitPolicy {
+            accept_ports: Vec::new(),
+            allow_udp: false,
+        }
     }
 
     pub fn port_allowed(&self, port: u16) -> bool {
-        self.accept_ports.iter().any(|&(lo, hi)| lo <= port && port <= hi)
+        self.accept_ports
+            .iter()
+            .any(|&(lo, hi)| lo <= port && port <= hi)
     }
 
     /// Checks one resolved destination.
-    pub fn check(&self, addr: &SocketAddr, udp: bool, allow_private: bool) -> Result<(), PolicyRefusal> {
+    pub fn check(
+        &self,
+        addr: &SocketAddr,
+        udp: bool,
+        allow_private: bool,
+    ) -> Result<(), PolicyRefusal> {
         if udp && !self.allow_udp {
             return Err(PolicyRefusal::NoUdp);
         }
@@ -98,21 +111,48 @@ mod tests {
     #[test]
     fn private_ranges_refused() {
         let p = ExitPolicy::default();
-        for a in ["127.0.0.1:80", "10.1.2.3:80", "192.168.1.1:80", "169.254.1.1:80", "[::1]:80", "[fe80::1]:80", "[fd00::1]:80", "[::ffff:127.0.0.1]:80", "0.0.0.0:80", "100.64.0.1:80"] {
+        for a in [
+            "127.0.0.1:80",
+            "10.1.2.3:80",
+            "192.168.1.1:80",
+            "169.254.1.1:80",
+            "[::1]:80",
+            "[fe80::1]:80",
+            "[fd00::1]:80",
+            "[::ffff:127.0.0.1]:80",
+            "0.0.0.0:80",
+            "100.64.0.1:80",
+        ] {
             let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(p.check(&a, false, false), Err(PolicyRefusal::PrivateAddress(a.ip())), "{a}");
+            assert_eq!(
+                p.check(&a, false, false),
+                Err(PolicyRefusal::PrivateAddress(a.ip())),
+                "{a}"
+            );
             assert_eq!(p.check(&a, false, true), Ok(()), "{a} with testing flag");
         }
-        assert_eq!(p.check(&"93.184.216.34:443".parse().unwrap(), false, false), Ok(()));
-        assert_eq!(p.check(&"[2a00:1450::1]:443".parse().unwrap(), true, false), Ok(()));
+        assert_eq!(
+            p.check(&"93.184.216.34:443".parse().unwrap(), false, false),
+            Ok(())
+        );
+        assert_eq!(
+            p.check(&"[2a00:1450::1]:443".parse().unwrap(), true, false),
+            Ok(())
+        );
     }
 
     #[test]
     fn ports_and_udp() {
-        let p = ExitPolicy { accept_ports: vec![(80, 80), (6881, 6889)], allow_udp: false };
+        let p = ExitPolicy {
+            accept_ports: vec![(80, 80), (6881, 6889)],
+            allow_udp: false,
+        };
         let ok: SocketAddr = "93.184.216.34:6885".parse().unwrap();
         assert_eq!(p.check(&ok, false, false), Ok(()));
         assert_eq!(p.check(&ok, true, false), Err(PolicyRefusal::NoUdp));
-        assert_eq!(p.check(&"93.184.216.34:22".parse().unwrap(), false, false), Err(PolicyRefusal::Port(22)));
+        assert_eq!(
+            p.check(&"93.184.216.34:22".parse().unwrap(), false, false),
+            Err(PolicyRefusal::Port(22))
+        );
     }
 }

@@ -43,7 +43,10 @@ pub struct HopInitiator {
 impl HopInitiator {
     /// Starts a handshake with a hop whose static key came from a verified descriptor.
     pub fn start(hop_static: &[u8; 32]) -> Result<(HopInitiator, Vec<u8>), HandshakeError> {
-        let mut hs = Builder::new(params(HOP_PATTERN)).remote_public_key(hop_static).prologue(HOP_PROLOGUE).build_initiator()?;
+        let mut hs = Builder::new(params(HOP_PATTERN))
+            .remote_public_key(hop_static)
+            .prologue(HOP_PROLOGUE)
+            .build_initiator()?;
         let mut msg = vec![0u8; 128];
         let n = hs.write_message(&[], &mut msg)?;
         msg.truncate(n);
@@ -54,7 +57,9 @@ impl HopInitiator {
         let mut buf = vec![0u8; reply.len().max(64)];
         self.hs.read_message(reply, &mut buf)?;
         if !self.hs.is_handshake_finished() {
-            return Err(HandshakeError::Noise(snow::Error::State(snow::error::StateProblem::HandshakeNotFinished)));
+            return Err(HandshakeError::Noise(snow::Error::State(
+                snow::error::StateProblem::HandshakeNotFinished,
+            )));
         }
         let (a, b) = self.hs.dangerously_get_raw_split();
         Ok(HopKeys::derive(LAYER_CIPHER, &a, &b))
@@ -63,11 +68,17 @@ impl HopInitiator {
 
 /// Relay side of the hop handshake: returns the reply and the keys (client point of view: the relay
 /// opens `fwd` and seals `bwd`).
-pub fn hop_respond(local_static: &[u8; 32], msg: &[u8]) -> Result<(Vec<u8>, HopKeys), HandshakeError> {
+pub fn hop_respond(
+    local_static: &[u8; 32],
+    msg: &[u8],
+) -> Result<(Vec<u8>, HopKeys), HandshakeError> {
     if msg.len() > 1024 {
         return Err(HandshakeError::TooLong(msg.len()));
     }
-    let mut hs = Builder::new(params(HOP_PATTERN)).local_private_key(local_static).prologue(HOP_PROLOGUE).build_responder()?;
+    let mut hs = Builder::new(params(HOP_PATTERN))
+        .local_private_key(local_static)
+        .prologue(HOP_PROLOGUE)
+        .build_responder()?;
     let mut buf = vec![0u8; 1024];
     hs.read_message(msg, &mut buf)?;
     let mut reply = vec![0u8; 128];
@@ -77,13 +88,28 @@ pub fn hop_respond(local_static: &[u8; 32], msg: &[u8]) -> Result<(Vec<u8>, HopK
     Ok((reply, HopKeys::derive(LAYER_CIPHER, &a, &b)))
 }
 
+/// Link keys from a finished link handshake, per [`crate::link::LINK_AEAD`].
+pub fn link_cipher(
+    mut hs: HandshakeState,
+    initiator: bool,
+) -> Result<crate::link::LinkCipher, HandshakeError> {
+    use crate::link::{LinkAead, LinkCipher, LINK_AEAD};
+    Ok(match LINK_AEAD {
+        LinkAead::NoiseTransport => LinkCipher::from_transport(hs.into_stateless_transport_mode()?),
+        LinkAead::Blake3Etm => LinkCipher::from_split(&hs.dangerously_get_raw_split(), initiator),
+    })
+}
+
 /// Link initiator (the dialer knows the listener's static key from its descriptor).
 pub struct LinkInitiator {
     hs: HandshakeState,
 }
 
 impl LinkInitiator {
-    pub fn start(local_static: &[u8; 32], remote_static: &[u8; 32]) -> Result<(LinkInitiator, Vec<u8>), HandshakeError> {
+    pub fn start(
+        local_static: &[u8; 32],
+        remote_static: &[u8; 32],
+    ) -> Result<(LinkInitiator, Vec<u8>), HandshakeError> {
         let mut hs = Builder::new(params(LINK_PATTERN))
             .local_private_key(local_static)
             .remote_public_key(remote_static)
@@ -95,23 +121,31 @@ impl LinkInitiator {
         Ok((LinkInitiator { hs }, msg))
     }
 
-    /// Returns the transport state.
-    pub fn finish(mut self, reply: &[u8]) -> Result<snow::StatelessTransportState, HandshakeError> {
+    /// Returns the finished handshake state (turn it into link keys with [`link_cipher`]).
+    pub fn finish(mut self, reply: &[u8]) -> Result<HandshakeState, HandshakeError> {
         let mut buf = vec![0u8; reply.len().max(64)];
         self.hs.read_message(reply, &mut buf)?;
         if !self.hs.is_handshake_finished() {
-            return Err(HandshakeError::Noise(snow::Error::State(snow::error::StateProblem::HandshakeNotFinished)));
+            return Err(HandshakeError::Noise(snow::Error::State(
+                snow::error::StateProblem::HandshakeNotFinished,
+            )));
         }
-        Ok(self.hs.into_stateless_transport_mode()?)
+        Ok(self.hs)
     }
 }
 
 /// Link responder: returns (reply, transport, initiator's static key).
-pub fn link_respond(local_static: &[u8; 32], msg: &[u8]) -> Result<(Vec<u8>, snow::StatelessTransportState, [u8; 32]), HandshakeError> {
+pub fn link_respond(
+    local_static: &[u8; 32],
+    msg: &[u8],
+) -> Result<(Vec<u8>, HandshakeState, [u8; 32]), HandshakeError> {
     if msg.len() > 1024 {
         return Err(HandshakeError::TooLong(msg.len()));
     }
-    let mut hs = Builder::new(params(LINK_PATTERN)).local_private_key(local_static).prologue(LINK_PROLOGUE).build_responder()?;
+    let mut hs = Builder::new(params(LINK_PATTERN))
+        .local_private_key(local_static)
+        .prologue(LINK_PROLOGUE)
+        .build_responder()?;
     let mut buf = vec![0u8; 1024];
     hs.read_message(msg, &mut buf)?;
     let mut remote = [0u8; 32];
@@ -122,7 +156,7 @@ pub fn link_respond(local_static: &[u8; 32], msg: &[u8]) -> Result<(Vec<u8>, sno
     let mut reply = vec![0u8; 256];
     let n = hs.write_message(&[], &mut reply)?;
     reply.truncate(n);
-    Ok((reply, hs.into_stateless_transport_mode()?, remote))
+    Ok((reply, hs, remote))
 }
 
 #[cfg(test)]
@@ -156,10 +190,16 @@ mod tests {
     fn link_handshake_agrees_and_reveals_initiator() {
         let a = Identity::generate();
         let b = Identity::generate();
-        let (init, m1) = LinkInitiator::start(&a.x25519_secret_bytes(), &b.x25519_public()).unwrap();
+        let (init, m1) =
+            LinkInitiator::start(&a.x25519_secret_bytes(), &b.x25519_public()).unwrap();
         let (m2, tr, remote) = link_respond(&b.x25519_secret_bytes(), &m1).unwrap();
         assert_eq!(remote, a.x25519_public());
-        let ti = init.finish(&m2).unwrap();
+        let ti = init
+            .finish(&m2)
+            .unwrap()
+            .into_stateless_transport_mode()
+            .unwrap();
+        let tr = tr.into_stateless_transport_mode().unwrap();
         let mut m = vec![0u8; 64];
         let n = ti.write_message(0, b"hi", &mut m).unwrap();
         let mut o = vec![0u8; 64];

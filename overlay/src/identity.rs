@@ -17,7 +17,9 @@ const KEY_FILE_MAGIC: &[u8; 8] = b"WRNKEY01";
 const KEY_FILE_LEN: usize = 8 + 32 + 32;
 
 /// A node's 32-byte identifier.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeId(pub [u8; 32]);
 
 impl NodeId {
@@ -51,8 +53,13 @@ impl fmt::Display for NodeId {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     #[error("key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("key file {path} is readable or writable by group/others (mode {mode:o}); chmod 600 it")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "key file {path} is readable or writable by group/others (mode {mode:o}); chmod 600 it"
+    )]
     Permissions { path: String, mode: u32 },
     #[error("key file {path} is malformed: {why}")]
     Malformed { path: String, why: &'static str },
@@ -66,7 +73,10 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Identity { x25519: StaticSecret::from(self.x25519.to_bytes()), ed25519: self.ed25519.clone() }
+        Identity {
+            x25519: StaticSecret::from(self.x25519.to_bytes()),
+            ed25519: self.ed25519.clone(),
+        }
     }
 }
 
@@ -78,11 +88,17 @@ impl fmt::Debug for Identity {
 
 impl Identity {
     pub fn generate() -> Identity {
-        Identity { x25519: StaticSecret::random_from_rng(OsRng), ed25519: SigningKey::generate(&mut OsRng) }
+        Identity {
+            x25519: StaticSecret::random_from_rng(OsRng),
+            ed25519: SigningKey::generate(&mut OsRng),
+        }
     }
 
     pub fn from_secrets(x25519: [u8; 32], ed25519: [u8; 32]) -> Identity {
-        Identity { x25519: StaticSecret::from(x25519), ed25519: SigningKey::from_bytes(&ed25519) }
+        Identity {
+            x25519: StaticSecret::from(x25519),
+            ed25519: SigningKey::from_bytes(&ed25519),
+        }
     }
 
     pub fn x25519_public(&self) -> [u8; 32] {
@@ -112,15 +128,25 @@ impl Identity {
     /// Writes the key file with mode 0600 (created that way, never widened).
     pub fn save(&self, path: &Path) -> Result<(), IdentityError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| IdentityError::Io { path: path.display().to_string(), source };
+        let io = |source| IdentityError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut buf = Vec::with_capacity(KEY_FILE_LEN);
         buf.extend_from_slice(KEY_FILE_MAGIC);
         buf.extend_from_slice(&self.x25519.to_bytes());
         buf.extend_from_slice(&self.ed25519.to_bytes());
-        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         // A pre-existing file keeps its mode on open: force 0600.
         use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
         let r = f.write_all(&buf).and_then(|_| f.sync_all());
         buf.zeroize();
         r.map_err(io)
@@ -130,19 +156,31 @@ impl Identity {
     pub fn load(path: &Path) -> Result<Identity, IdentityError> {
         use std::os::unix::fs::PermissionsExt;
         let p = path.display().to_string();
-        let meta = fs::metadata(path).map_err(|source| IdentityError::Io { path: p.clone(), source })?;
+        let meta = fs::metadata(path).map_err(|source| IdentityError::Io {
+            path: p.clone(),
+            source,
+        })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(IdentityError::Permissions { path: p, mode });
         }
-        let mut data = fs::read(path).map_err(|source| IdentityError::Io { path: p.clone(), source })?;
+        let mut data = fs::read(path).map_err(|source| IdentityError::Io {
+            path: p.clone(),
+            source,
+        })?;
         if data.len() != KEY_FILE_LEN {
             data.zeroize();
-            return Err(IdentityError::Malformed { path: p, why: "wrong length" });
+            return Err(IdentityError::Malformed {
+                path: p,
+                why: "wrong length",
+            });
         }
         if &data[..8] != KEY_FILE_MAGIC {
             data.zeroize();
-            return Err(IdentityError::Malformed { path: p, why: "bad magic" });
+            return Err(IdentityError::Malformed {
+                path: p,
+                why: "bad magic",
+            });
         }
         let mut x = [0u8; 32];
         let mut e = [0u8; 32];
@@ -178,7 +216,10 @@ mod tests {
         let p = dir.path().join("node.key");
         let id = Identity::generate();
         id.save(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let back = Identity::load(&p).unwrap();
         assert_eq!(back.node_id(), id.node_id());
     }
@@ -201,7 +242,10 @@ mod tests {
         let p = dir.path().join("node.key");
         fs::write(&p, b"short").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(Identity::load(&p), Err(IdentityError::Malformed { .. })));
+        assert!(matches!(
+            Identity::load(&p),
+            Err(IdentityError::Malformed { .. })
+        ));
     }
 
     #[test]

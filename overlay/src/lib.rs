@@ -20,4 +20,6 @@ pub use client::{CircuitInfo, Client, ClientCirc, ClientConfig};
 pub use descriptor::Descriptor;
 pub use identity::{Identity, NodeId};
 pub use node::{Node, NodeConfig, NodeStatus};
-pub use provider::{AnonDatagram, AnonProvider, AnonStream, BoxStream, IsolationKey, ProviderError, Target};
+pub use provider::{
+    AnonDatagram, AnonProvider, AnonStream, BoxStream, IsolationKey, ProviderError, Target,
+};

@@ -55,7 +55,11 @@ impl NodeConfig {
             identity,
             listen,
             roles,
-            exit_policy: if roles & ROLE_EXIT != 0 { ExitPolicy::default() } else { ExitPolicy::reject_all() },
+            exit_policy: if roles & ROLE_EXIT != 0 {
+                ExitPolicy::default()
+            } else {
+                ExitPolicy::reject_all()
+            },
             allow_private_exit: false,
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
@@ -160,7 +164,13 @@ impl Node {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let expires = unix_now() + cfg.descriptor_lifetime.as_secs();
-        let descriptor = Descriptor::new_signed(&cfg.identity, addr, cfg.roles, cfg.exit_policy.clone(), expires);
+        let descriptor = Descriptor::new_signed(
+            &cfg.identity,
+            addr,
+            cfg.roles,
+            cfg.exit_policy.clone(),
+            expires,
+        );
         let inner = Arc::new(NodeInner {
             cfg,
             descriptor,
@@ -264,19 +274,27 @@ async fn accept_link(node: Arc<NodeInner>, mut sock: TcpStream) -> Result<(), St
     let _ = sock.set_nodelay(true);
     let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         let mut p = [0u8; 2];
-        sock.read_exact(&mut p).await.map_err(|e| format!("truncated handshake (length): {e}"))?;
+        sock.read_exact(&mut p)
+            .await
+            .map_err(|e| format!("truncated handshake (length): {e}"))?;
         let n = link::handshake_len(p).map_err(|e| e.to_string())?;
         let mut m = vec![0u8; n];
-        sock.read_exact(&mut m).await.map_err(|e| format!("truncated handshake ({n}-byte message): {e}"))?;
+        sock.read_exact(&mut m)
+            .await
+            .map_err(|e| format!("truncated handshake ({n}-byte message): {e}"))?;
         Ok::<_, String>(m)
     })
     .await
     .map_err(|_| "handshake timed out".to_string())??;
-    let (reply, split, _remote) = handshake::link_respond(&node.cfg.identity.x25519_secret_bytes(), &msg).map_err(|e| format!("bad handshake: {e}"))?;
+    let (reply, split, _remote) =
+        handshake::link_respond(&node.cfg.identity.x25519_secret_bytes(), &msg)
+            .map_err(|e| format!("bad handshake: {e}"))?;
     let mut out = (reply.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(&reply);
-    sock.write_all(&out).await.map_err(|e| format!("writing handshake reply: {e}"))?;
-    let cipher = LinkCipher::from_transport(split);
+    sock.write_all(&out)
+        .await
+        .map_err(|e| format!("writing handshake reply: {e}"))?;
+    let cipher = handshake::link_cipher(split, false).map_err(|e| format!("link keys: {e}"))?;
     let link = new_link(&node, None);
     run_link(node, sock, cipher, link).await;
     Ok(())
@@ -285,7 +303,17 @@ async fn accept_link(node: Arc<NodeInner>, mut sock: TcpStream) -> Result<(), St
 fn new_link(node: &NodeInner, peer: Option<NodeId>) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let id = node.next_link.fetch_add(1, Ordering::Relaxed);
-    (Arc::new(Link { id, tx, circuits: Mutex::new(HashMap::new()), next_circ: AtomicU32::new(1), peer, closed: AtomicBool::new(false) }), rx)
+    (
+        Arc::new(Link {
+            id,
+            tx,
+            circuits: Mutex::new(HashMap::new()),
+            next_circ: AtomicU32::new(1),
+            peer,
+            closed: AtomicBool::new(false),
+        }),
+        rx,
+    )
 }
 
 /// Runs an established link until it closes (spawns its writer, reads in this task).
@@ -299,7 +327,12 @@ fn run_link(
     Box::pin(run_link_inner(node, sock, cipher, lr))
 }
 
-async fn run_link_inner(node: Arc<NodeInner>, sock: TcpStream, cipher: LinkCipher, (link, rx): (Arc<Link>, mpsc::Receiver<CellBuf>)) {
+async fn run_link_inner(
+    node: Arc<NodeInner>,
+    sock: TcpStream,
+    cipher: LinkCipher,
+    (link, rx): (Arc<Link>, mpsc::Receiver<CellBuf>),
+) {
     node.stats.links_open.fetch_add(1, Ordering::Relaxed);
     node.stats.links_total.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = sock.into_split();
@@ -313,7 +346,12 @@ async fn run_link_inner(node: Arc<NodeInner>, sock: TcpStream, cipher: LinkCiphe
 }
 
 /// Seals queued cells in batches; sends PADDING after `keepalive` without traffic.
-pub(crate) async fn link_writer(mut wr: OwnedWriteHalf, mut send: LinkDir, mut rx: mpsc::Receiver<CellBuf>, keepalive: Duration) {
+pub(crate) async fn link_writer(
+    mut wr: OwnedWriteHalf,
+    mut send: LinkDir,
+    mut rx: mpsc::Receiver<CellBuf>,
+    keepalive: Duration,
+) {
     let mut out = Vec::with_capacity(WIRE_CELL * WRITE_BATCH);
     loop {
         let first = match tokio::time::timeout(keepalive, rx.recv()).await {
@@ -338,11 +376,17 @@ pub(crate) async fn link_writer(mut wr: OwnedWriteHalf, mut send: LinkDir, mut r
 }
 
 /// Reads frames, opens them, dispatches cells. Returns why the link ended.
-async fn link_reader(node: &Arc<NodeInner>, link: &Arc<Link>, mut rd: OwnedReadHalf, mut recv: LinkDir) -> String {
+async fn link_reader(
+    node: &Arc<NodeInner>,
+    link: &Arc<Link>,
+    mut rd: OwnedReadHalf,
+    mut recv: LinkDir,
+) -> String {
     let mut buf = vec![0u8; WIRE_CELL * 8];
     let mut filled = 0;
     loop {
-        let n = match tokio::time::timeout(node.cfg.idle_timeout, rd.read(&mut buf[filled..])).await {
+        let n = match tokio::time::timeout(node.cfg.idle_timeout, rd.read(&mut buf[filled..])).await
+        {
             Err(_) => return "idle timeout".into(),
             Ok(Ok(0)) => return "closed by peer".into(),
             Ok(Ok(n)) => n,
@@ -354,8 +398,8 @@ async fn link_reader(node: &Arc<NodeInner>, link: &Arc<Link>, mut rd: OwnedReadH
             let c = match recv.open(&buf[off..off + WIRE_CELL]) {
                 Ok(c) => c,
                 Err(e) => {
-                node.stats.link_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(link = link.id, "closing link: {e}");
+                    node.stats.link_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(link = link.id, "closing link: {e}");
                     return e.to_string();
                 }
             };
@@ -389,7 +433,11 @@ fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Opt
             return;
         }
         st.destroyed = true;
-        (st.next.take(), std::mem::take(&mut st.tasks), std::mem::take(&mut st.streams))
+        (
+            st.next.take(),
+            std::mem::take(&mut st.tasks),
+            std::mem::take(&mut st.streams),
+        )
     };
     drop(streams);
     for t in tasks {
@@ -428,7 +476,10 @@ async fn send_back(circ: &RelayCirc, rc: u8, stream: u32, data: &[u8]) -> Result
     if st.destroyed {
         return Err(());
     }
-    let c = st.crypto.originate(circ.prev_id, rc, stream, data).map_err(|_| ())?;
+    let c = st
+        .crypto
+        .originate(circ.prev_id, rc, stream, data)
+        .map_err(|_| ())?;
     permit.send(c);
     Ok(())
 }
@@ -439,7 +490,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
         cmd::PADDING => {}
         cmd::CREATE => handle_create(node, link, cid, &c),
         cmd::CREATED => {
-            let Some(r) = lock(&link.circuits).get(&cid).cloned() else { return };
+            let Some(r) = lock(&link.circuits).get(&cid).cloned() else {
+                return;
+            };
             let reply = match cell::lp_payload(&c) {
                 Ok(p) => p.to_vec(),
                 Err(_) => return destroy(node, &r.circ, reason::PROTOCOL, None),
@@ -468,7 +521,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
             };
             if r.next_side {
                 // backward: add our layer and pass towards the client
-                let Ok(permit) = r.circ.prev.tx.reserve().await else { return };
+                let Ok(permit) = r.circ.prev.tx.reserve().await else {
+                    return;
+                };
                 let mut st = lock(&r.circ.st);
                 if st.destroyed {
                     return;
@@ -476,7 +531,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                 st.crypto.add_backward(cell::body_mut(&mut c));
                 cell::set_circ_id(&mut c, r.circ.prev_id);
                 permit.send(c);
-                node.stats.relayed_bytes.fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+                node.stats
+                    .relayed_bytes
+                    .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
             } else {
                 let verdict;
                 let next;
@@ -493,7 +550,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                     Verdict::Forward => {
                         if let Some((nl, nid)) = next {
                             cell::set_circ_id(&mut c, nid);
-                            node.stats.relayed_bytes.fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+                            node.stats
+                                .relayed_bytes
+                                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
                             let _ = nl.tx.send(c).await;
                         }
                     }
@@ -517,18 +576,23 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
     let htype = u16::from_be_bytes([b[0], b[1]]);
     let n = u16::from_be_bytes([b[2], b[3]]) as usize;
     if htype != HTYPE_NK || n > b.len() - 4 || lock(&link.circuits).contains_key(&cid) || cid == 0 {
-        warn!(link = link.id, circ = cid, "bad CREATE (htype {htype}, len {n})");
+        warn!(
+            link = link.id,
+            circ = cid,
+            "bad CREATE (htype {htype}, len {n})"
+        );
         send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
         return;
     }
-    let (reply, keys) = match handshake::hop_respond(&node.cfg.identity.x25519_secret_bytes(), &b[4..4 + n]) {
-        Ok(x) => x,
-        Err(e) => {
-            warn!(link = link.id, circ = cid, "hop handshake failed: {e}");
-            send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
-            return;
-        }
-    };
+    let (reply, keys) =
+        match handshake::hop_respond(&node.cfg.identity.x25519_secret_bytes(), &b[4..4 + n]) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(link = link.id, circ = cid, "hop handshake failed: {e}");
+                send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
+                return;
+            }
+        };
     let circ = Arc::new(RelayCirc {
         prev: link.clone(),
         prev_id: cid,
@@ -544,7 +608,13 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
             tasks: Vec::new(),
         }),
     });
-    lock(&link.circuits).insert(cid, CircRef { circ, next_side: false });
+    lock(&link.circuits).insert(
+        cid,
+        CircRef {
+            circ,
+            next_side: false,
+        },
+    );
     node.stats.circuits.fetch_add(1, Ordering::Relaxed);
     match cell::lp_cell(cid, cmd::CREATED, &reply) {
         Ok(cc) => send_soon(node, link, cc),
@@ -590,7 +660,13 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
         }
         rcmd::BEGIN => {
             if node.cfg.roles & ROLE_EXIT == 0 {
-                let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::NOT_EXIT, "this node is not an exit")).await;
+                let _ = send_back(
+                    circ,
+                    rcmd::END,
+                    sid,
+                    &cell::encode_end(reason::NOT_EXIT, "this node is not an exit"),
+                )
+                .await;
                 return;
             }
             let target = String::from_utf8_lossy(msg.data).into_owned();
@@ -602,7 +678,13 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
                     drop(st);
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
-                st.streams.insert(sid, ExitStream { data_tx: tx, window: window.clone() });
+                st.streams.insert(
+                    sid,
+                    ExitStream {
+                        data_tx: tx,
+                        window: window.clone(),
+                    },
+                );
             }
             let (n2, c2) = (node.clone(), circ.clone());
             let h = node.spawn(async move { exit_stream(n2, c2, sid, target, rx, window).await });
@@ -621,9 +703,18 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             };
             if let Some(tx) = tx {
                 if tx.try_send(Bytes::copy_from_slice(msg.data)).is_err() {
-                    warn!(stream = sid, "stream exceeded its window or closed; ending it");
+                    warn!(
+                        stream = sid,
+                        "stream exceeded its window or closed; ending it"
+                    );
                     lock(&circ.st).streams.remove(&sid);
-                    let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::PROTOCOL, "stream window exceeded")).await;
+                    let _ = send_back(
+                        circ,
+                        rcmd::END,
+                        sid,
+                        &cell::encode_end(reason::PROTOCOL, "stream window exceeded"),
+                    )
+                    .await;
                 }
             }
             if sendme {
@@ -645,24 +736,51 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
         }
         rcmd::RESOLVE => {
             if node.cfg.roles & ROLE_EXIT == 0 {
-                let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::NOT_EXIT, "this node is not an exit")).await;
+                let _ = send_back(
+                    circ,
+                    rcmd::END,
+                    sid,
+                    &cell::encode_end(reason::NOT_EXIT, "this node is not an exit"),
+                )
+                .await;
                 return;
             }
             let name = String::from_utf8_lossy(msg.data).into_owned();
             let c2 = circ.clone();
             let h = node.spawn(async move {
-                let reply = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0))).await {
+                let reply = match tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    tokio::net::lookup_host((name.as_str(), 0)),
+                )
+                .await
+                {
                     Ok(Ok(it)) => cell::encode_resolved(&it.map(|a| a.ip()).collect::<Vec<_>>()),
-                    Ok(Err(e)) => [&[1u8][..], format!("cannot resolve {name}: {e}").as_bytes()].concat(),
-                    Err(_) => [&[1u8][..], format!("resolving {name} timed out").as_bytes()].concat(),
+                    Ok(Err(e)) => {
+                        [&[1u8][..], format!("cannot resolve {name}: {e}").as_bytes()].concat()
+                    }
+                    Err(_) => {
+                        [&[1u8][..], format!("resolving {name} timed out").as_bytes()].concat()
+                    }
                 };
-                let _ = send_back(&c2, rcmd::RESOLVED, sid, &reply[..reply.len().min(RELAY_DATA_MAX)]).await;
+                let _ = send_back(
+                    &c2,
+                    rcmd::RESOLVED,
+                    sid,
+                    &reply[..reply.len().min(RELAY_DATA_MAX)],
+                )
+                .await;
             });
             lock(&circ.st).tasks.push(h);
         }
         rcmd::DATAGRAM => handle_datagram(node, circ, sid, msg.data).await,
         rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE => {
-            let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::UNSUPPORTED, "command reserved, not implemented yet")).await;
+            let _ = send_back(
+                circ,
+                rcmd::END,
+                sid,
+                &cell::encode_end(reason::UNSUPPORTED, "command reserved, not implemented yet"),
+            )
+            .await;
         }
         other => {
             warn!("unknown relay command {other}");
@@ -671,7 +789,11 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
     }
 }
 
-async fn do_extend(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, ext: cell::Extend) -> Result<(), String> {
+async fn do_extend(
+    node: &Arc<NodeInner>,
+    circ: &Arc<RelayCirc>,
+    ext: cell::Extend,
+) -> Result<(), String> {
     let link = get_link(node, NodeId(ext.node_id), &ext.x25519, ext.addr).await?;
     let cid = link.next_circ.fetch_add(1, Ordering::Relaxed);
     let mut body = HTYPE_NK.to_be_bytes().to_vec();
@@ -685,13 +807,27 @@ async fn do_extend(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, ext: cell::Exte
     if lock(&circ.st).destroyed {
         return Ok(());
     }
-    lock(&link.circuits).insert(cid, CircRef { circ: circ.clone(), next_side: true });
-    link.tx.send(c).await.map_err(|_| "link closed".to_string())?;
+    lock(&link.circuits).insert(
+        cid,
+        CircRef {
+            circ: circ.clone(),
+            next_side: true,
+        },
+    );
+    link.tx
+        .send(c)
+        .await
+        .map_err(|_| "link closed".to_string())?;
     Ok(())
 }
 
 /// Returns an open outbound link to `id`, dialling it if needed (checks the peer's static key).
-async fn get_link(node: &Arc<NodeInner>, id: NodeId, x25519: &[u8; 32], addr: SocketAddr) -> Result<Arc<Link>, String> {
+async fn get_link(
+    node: &Arc<NodeInner>,
+    id: NodeId,
+    x25519: &[u8; 32],
+    addr: SocketAddr,
+) -> Result<Arc<Link>, String> {
     let mut m = node.out_links.lock().await;
     if let Some(l) = m.get(&id) {
         if !l.closed.load(Ordering::Relaxed) {
@@ -709,7 +845,11 @@ async fn get_link(node: &Arc<NodeInner>, id: NodeId, x25519: &[u8; 32], addr: So
 }
 
 /// Dials a link and runs the initiator handshake.
-pub(crate) async fn dial_link(local: &[u8; 32], remote: &[u8; 32], addr: SocketAddr) -> Result<(TcpStream, LinkCipher), String> {
+pub(crate) async fn dial_link(
+    local: &[u8; 32],
+    remote: &[u8; 32],
+    addr: SocketAddr,
+) -> Result<(TcpStream, LinkCipher), String> {
     let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
@@ -719,21 +859,39 @@ pub(crate) async fn dial_link(local: &[u8; 32], remote: &[u8; 32], addr: SocketA
     let mut out = (m1.len() as u16).to_be_bytes().to_vec();
     out.extend_from_slice(&m1);
     let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        sock.write_all(&out).await.map_err(|e| format!("link handshake to {addr}: {e}"))?;
+        sock.write_all(&out)
+            .await
+            .map_err(|e| format!("link handshake to {addr}: {e}"))?;
         let mut p = [0u8; 2];
-        sock.read_exact(&mut p).await.map_err(|e| format!("link handshake from {addr}: {e}"))?;
+        sock.read_exact(&mut p)
+            .await
+            .map_err(|e| format!("link handshake from {addr}: {e}"))?;
         let n = link::handshake_len(p).map_err(|e| e.to_string())?;
         let mut m = vec![0u8; n];
-        sock.read_exact(&mut m).await.map_err(|e| format!("link handshake from {addr}: {e}"))?;
+        sock.read_exact(&mut m)
+            .await
+            .map_err(|e| format!("link handshake from {addr}: {e}"))?;
         Ok::<_, String>(m)
     })
     .await
     .map_err(|_| format!("link handshake with {addr} timed out"))??;
-    let split = init.finish(&reply).map_err(|e| format!("link handshake with {addr}: {e} (wrong key?)"))?;
-    Ok((sock, LinkCipher::from_transport(split)))
+    let split = init
+        .finish(&reply)
+        .map_err(|e| format!("link handshake with {addr}: {e} (wrong key?)"))?;
+    Ok((
+        sock,
+        handshake::link_cipher(split, true).map_err(|e| e.to_string())?,
+    ))
 }
 
-async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, target: String, mut rx: mpsc::Receiver<Bytes>, window: Arc<Semaphore>) {
+async fn exit_stream(
+    node: Arc<NodeInner>,
+    circ: Arc<RelayCirc>,
+    sid: u32,
+    target: String,
+    mut rx: mpsc::Receiver<Bytes>,
+    window: Arc<Semaphore>,
+) {
     let end = |why: u8, text: String| {
         let circ = circ.clone();
         async move {
@@ -742,29 +900,55 @@ async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, targe
             let _ = send_back(&circ, rcmd::END, sid, &cell::encode_end(why, &text)).await;
         }
     };
-    let addrs: Vec<SocketAddr> = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(target.as_str())).await {
-        Ok(Ok(a)) => a.collect(),
-        Ok(Err(e)) => return end(reason::RESOLVE_FAILED, format!("cannot resolve {target}: {e}")).await,
-        Err(_) => return end(reason::TIMEOUT, format!("resolving {target} timed out")).await,
-    };
+    let addrs: Vec<SocketAddr> =
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(target.as_str())).await
+        {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(e)) => {
+                return end(
+                    reason::RESOLVE_FAILED,
+                    format!("cannot resolve {target}: {e}"),
+                )
+                .await
+            }
+            Err(_) => return end(reason::TIMEOUT, format!("resolving {target} timed out")).await,
+        };
     let mut refusal = None;
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|a| match node.cfg.exit_policy.check(a, false, node.cfg.allow_private_exit) {
-            Ok(()) => true,
-            Err(r) => {
-                refusal = Some(r);
-                false
+        .filter(|a| {
+            match node
+                .cfg
+                .exit_policy
+                .check(a, false, node.cfg.allow_private_exit)
+            {
+                Ok(()) => true,
+                Err(r) => {
+                    refusal = Some(r);
+                    false
+                }
             }
         })
         .collect();
     let Some(addr) = allowed.first().copied() else {
-        let why = refusal.map(|r| r.to_string()).unwrap_or_else(|| format!("{target} resolved to no address"));
-        return end(reason::EXIT_POLICY, format!("exit policy refuses {target}: {why}")).await;
+        let why = refusal
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| format!("{target} resolved to no address"));
+        return end(
+            reason::EXIT_POLICY,
+            format!("exit policy refuses {target}: {why}"),
+        )
+        .await;
     };
     let sock = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return end(reason::CONNECT_REFUSED, format!("connecting to {target}: {e}")).await,
+        Ok(Err(e)) => {
+            return end(
+                reason::CONNECT_REFUSED,
+                format!("connecting to {target}: {e}"),
+            )
+            .await
+        }
         Err(_) => return end(reason::TIMEOUT, format!("connecting to {target} timed out")).await,
     };
     let _ = sock.set_nodelay(true);
@@ -782,10 +966,15 @@ async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, targe
             if wr.write_all(&b).await.is_err() {
                 break;
             }
-            n2.stats.exit_out.fetch_add(b.len() as u64, Ordering::Relaxed);
+            n2.stats
+                .exit_out
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
             consumed += 1;
-            if consumed % STREAM_SENDME_INC == 0 && send_back(&c2, rcmd::SENDME, sid, &[]).await.is_err() {
-                break;
+            if consumed == STREAM_SENDME_INC {
+                consumed = 0;
+                if send_back(&c2, rcmd::SENDME, sid, &[]).await.is_err() {
+                    break;
+                }
             }
         }
         let _ = wr.shutdown().await;
@@ -799,7 +988,9 @@ async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, targe
             Ok(n) => n,
             Err(e) => return end(reason::MISC, format!("read from {target}: {e}")).await,
         };
-        let (Ok(p1), Ok(p2)) = (window.acquire().await, circ.bwd_window.acquire().await) else { return };
+        let (Ok(p1), Ok(p2)) = (window.acquire().await, circ.bwd_window.acquire().await) else {
+            return;
+        };
         p1.forget();
         p2.forget();
         node.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -811,7 +1002,13 @@ async fn exit_stream(node: Arc<NodeInner>, circ: Arc<RelayCirc>, sid: u32, targe
 
 async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32, data: &[u8]) {
     let refuse = |text: String| async move {
-        let _ = send_back(circ, rcmd::END, sid, &cell::encode_end(reason::EXIT_POLICY, &text)).await;
+        let _ = send_back(
+            circ,
+            rcmd::END,
+            sid,
+            &cell::encode_end(reason::EXIT_POLICY, &text),
+        )
+        .await;
     };
     if node.cfg.roles & ROLE_EXIT == 0 {
         return refuse("this node is not an exit".into()).await;
@@ -820,14 +1017,20 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
         Ok(x) => x,
         Err(e) => return refuse(format!("bad datagram: {e}")).await,
     };
-    if let Err(r) = node.cfg.exit_policy.check(&dst, true, node.cfg.allow_private_exit) {
+    if let Err(r) = node
+        .cfg
+        .exit_policy
+        .check(&dst, true, node.cfg.allow_private_exit)
+    {
         return refuse(format!("exit policy refuses {dst}: {r}")).await;
     }
     let existing = lock(&circ.st).udp.get(&sid).cloned();
     let sock = match existing {
         Some(s) => s,
         None => {
-            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
             let s = match UdpSocket::bind(bind).await {
                 Ok(s) => Arc::new(s),
                 Err(e) => return refuse(format!("cannot bind UDP: {e}")).await,
@@ -836,9 +1039,13 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
             let h = node.spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 loop {
-                    let Ok((n, from)) = s2.recv_from(&mut buf).await else { break };
+                    let Ok((n, from)) = s2.recv_from(&mut buf).await else {
+                        break;
+                    };
                     n2.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
-                    let Ok(d) = cell::encode_datagram(&from, &buf[..n]) else { continue };
+                    let Ok(d) = cell::encode_datagram(&from, &buf[..n]) else {
+                        continue;
+                    };
                     if send_back(&c2, rcmd::DATAGRAM, sid, &d).await.is_err() {
                         break;
                     }
@@ -850,7 +1057,9 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
             s
         }
     };
-    node.stats.exit_out.fetch_add(payload.len() as u64, Ordering::Relaxed);
+    node.stats
+        .exit_out
+        .fetch_add(payload.len() as u64, Ordering::Relaxed);
     if let Err(e) = sock.send_to(payload, dst).await {
         debug!("udp send to {dst}: {e}");
     }

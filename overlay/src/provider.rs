@@ -72,7 +72,8 @@ pub trait AnonProvider: Send + Sync {
     /// Short name for logs and the dashboard ("overlay", "tor").
     fn name(&self) -> &'static str;
     /// Opens a TCP stream from an exit to `target`.
-    async fn connect(&self, target: &Target, iso: IsolationKey) -> Result<BoxStream, ProviderError>;
+    async fn connect(&self, target: &Target, iso: IsolationKey)
+        -> Result<BoxStream, ProviderError>;
     /// Opens a datagram association at an exit. Providers that cannot carry UDP return
     /// `ProviderError::Unsupported("UDP")`; callers must never fall back to the clear.
     async fn datagram(&self, iso: IsolationKey) -> Result<Box<dyn AnonDatagram>, ProviderError>;

@@ -4,7 +4,7 @@
 //! and ChaCha20 are the measured alternatives) and a MAC key. The IV/nonce of a layer is that direction's cell sequence number at
 //! that hop, so every hop encrypts or decrypts the whole fixed-size relay body (same size on every
 //! link; no position signal). The originator writes `recognized = 0` and a 16-byte BLAKE3-keyed MAC
-//! over `seq || body[20..]` addressed to the
+//! over `body[20..] || seq` addressed to the
 //! destination hop. A hop that peels its layer and sees `recognized == 0` with a valid MAC handles
 //! the cell; otherwise it forwards it. The last hop tears the circuit down on an unrecognised cell:
 //! tampered (MAC fails) or replayed/reordered (the sequence number moved on, so keystream and MAC
@@ -51,7 +51,12 @@ impl Drop for DirKeys {
 
 impl DirKeys {
     pub fn new(cipher: LayerCipher, key: [u8; 32], mac_key: [u8; 32]) -> DirKeys {
-        DirKeys { cipher, key, mac_key, seq: 0 }
+        DirKeys {
+            cipher,
+            key,
+            mac_key,
+            seq: 0,
+        }
     }
 
     fn keystream(&self, seq: u64, body: &mut [u8]) {
@@ -83,13 +88,12 @@ impl DirKeys {
         }
     }
 
-    /// BLAKE3 keyed hash (a PRF) with the MAC key over `"warren-mac" || seq || body[20..]`,
+    /// BLAKE3 keyed hash (a PRF) with the MAC key over `body[20..] || seq`,
     /// truncated to 16 bytes.
     fn mac(&self, seq: u64, body: &[u8]) -> [u8; 16] {
         let mut h = blake3::Hasher::new_keyed(&self.mac_key);
-        h.update(b"warren-mac");
-        h.update(&seq.to_be_bytes());
         h.update(&body[RELAY_COVERED_OFF..]);
+        h.update(&seq.to_be_bytes());
         let mut tag = [0u8; 16];
         h.finalize_xof().fill(&mut tag);
         tag
@@ -122,7 +126,7 @@ impl DirKeys {
 }
 
 /// XORs `ks` into `data` (8 bytes at a time; vectorised in optimised builds).
-fn xor_into(data: &mut [u8], ks: &[u8]) {
+pub(crate) fn xor_into(data: &mut [u8], ks: &[u8]) {
     let mut d = data.chunks_exact_mut(8);
     let mut k = ks.chunks_exact(8);
     for (a, b) in (&mut d).zip(&mut k) {
@@ -160,7 +164,10 @@ impl HopKeys {
             k.copy_from_slice(&okm[i * 32..i * 32 + 32]);
             k
         };
-        let keys = HopKeys { fwd: DirKeys::new(cipher, part(0), part(2)), bwd: DirKeys::new(cipher, part(1), part(3)) };
+        let keys = HopKeys {
+            fwd: DirKeys::new(cipher, part(0), part(2)),
+            bwd: DirKeys::new(cipher, part(1), part(3)),
+        };
         okm.zeroize();
         keys
     }
@@ -209,12 +216,19 @@ mod tests {
 
     /// Relay side forward processing: which hop recognises the cell.
     fn forward(relays: &mut [HopKeys], body: &mut [u8]) -> Option<usize> {
-        relays.iter_mut().enumerate().find_map(|(i, r)| r.fwd.open(body).then_some(i))
+        relays
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, r)| r.fwd.open(body).then_some(i))
     }
 
     #[test]
     fn three_hops_both_directions_both_ciphers() {
-        for c in [LayerCipher::Aes128Ctr, LayerCipher::ChaCha20, LayerCipher::Blake3Xof] {
+        for c in [
+            LayerCipher::Aes128Ctr,
+            LayerCipher::ChaCha20,
+            LayerCipher::Blake3Xof,
+        ] {
             let (mut cl, mut rl) = pair(c, 3);
             for round in 0..5u8 {
                 for dest in 0..3 {

@@ -24,7 +24,12 @@ pub struct WindowExceeded(pub u32);
 
 impl RecvWindow {
     pub fn new(window: u32, inc: u32) -> RecvWindow {
-        RecvWindow { window, inc, outstanding: 0, since_sendme: 0 }
+        RecvWindow {
+            window,
+            inc,
+            outstanding: 0,
+            since_sendme: 0,
+        }
     }
     /// A DATA cell arrived.
     pub fn on_receive(&mut self) -> Result<(), WindowExceeded> {

@@ -44,8 +44,16 @@ impl TestnetBuilder {
     pub async fn build(self) -> std::io::Result<Testnet> {
         let mut configs = Vec::new();
         for i in 0..self.relays + self.exits {
-            let roles = if i < self.relays { ROLE_RELAY } else { ROLE_RELAY | ROLE_EXIT };
-            let mut cfg = NodeConfig::new(Identity::generate(), "127.0.0.1:0".parse().map_err(std::io::Error::other)?, roles);
+            let roles = if i < self.relays {
+                ROLE_RELAY
+            } else {
+                ROLE_RELAY | ROLE_EXIT
+            };
+            let mut cfg = NodeConfig::new(
+                Identity::generate(),
+                "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+                roles,
+            );
             if roles & ROLE_EXIT != 0 {
                 cfg.exit_policy = self.exit_policy.clone();
             }
@@ -72,7 +80,13 @@ pub struct Testnet {
 
 impl Testnet {
     pub fn builder() -> TestnetBuilder {
-        TestnetBuilder { relays: 2, exits: 1, exit_policy: ExitPolicy::default(), idle_timeout: Duration::from_secs(90), allow_private: true }
+        TestnetBuilder {
+            relays: 2,
+            exits: 1,
+            exit_policy: ExitPolicy::default(),
+            idle_timeout: Duration::from_secs(90),
+            allow_private: true,
+        }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -84,7 +98,11 @@ impl Testnet {
     }
 
     pub fn descriptors(&self) -> Vec<Descriptor> {
-        self.nodes.iter().filter(|n| n.is_running()).map(|n| n.descriptor().clone()).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.descriptor().clone())
+            .collect()
     }
 
     pub fn client(&self, cfg: ClientConfig) -> Client {

@@ -13,7 +13,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn init_logs() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 async fn tcp_echo() -> SocketAddr {
@@ -43,7 +46,12 @@ async fn udp_echo() -> SocketAddr {
     a
 }
 
-async fn echo_roundtrip(p: &dyn AnonProvider, to: SocketAddr, iso: u64, len: usize) -> Result<(), ProviderError> {
+async fn echo_roundtrip(
+    p: &dyn AnonProvider,
+    to: SocketAddr,
+    iso: u64,
+    len: usize,
+) -> Result<(), ProviderError> {
     let mut s = p.connect(&Target::Addr(to), IsolationKey(iso)).await?;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + iso as usize) as u8).collect();
     let (mut r, mut w) = tokio::io::split(&mut s);
@@ -71,22 +79,36 @@ async fn circuits_of_1_2_3_hops_carry_tcp_udp_and_resolve() {
         let tcp = tcp_echo().await;
         let udp = udp_echo().await;
         for hops in 1..=3 {
-            let client = net.client(ClientConfig { hops, pool_size: 1, ..Default::default() });
+            let client = net.client(ClientConfig {
+                hops,
+                pool_size: 1,
+                ..Default::default()
+            });
             client.fill_pool().await.unwrap();
             echo_roundtrip(&client, tcp, 1, 300_000).await.unwrap();
             let d = client.datagram(IsolationKey(1)).await.unwrap();
             d.send_to(b"udp hello", &Target::Addr(udp)).await.unwrap();
             let mut buf = [0u8; 64];
-            let (n, from) = tokio::time::timeout(Duration::from_secs(5), d.recv_from(&mut buf)).await.unwrap().unwrap();
+            let (n, from) = tokio::time::timeout(Duration::from_secs(5), d.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(&buf[..n], b"udp hello");
             assert_eq!(from, udp);
             let ips = client.resolve("localhost", IsolationKey(1)).await.unwrap();
             assert!(ips.iter().any(|i| i.is_loopback()), "{ips:?}");
             let info = client.circuits();
-            assert!(info.iter().any(|c| c.hops.len() == hops && c.bytes_up > 0 && c.state == "open"), "{info:?}");
+            assert!(
+                info.iter()
+                    .any(|c| c.hops.len() == hops && c.bytes_up > 0 && c.state == "open"),
+                "{info:?}"
+            );
         }
         let exit = net.node(2).status();
-        assert!(exit.exit_bytes_out > 0 && exit.exit_bytes_in > 0, "{exit:?}");
+        assert!(
+            exit.exit_bytes_out > 0 && exit.exit_bytes_in > 0,
+            "{exit:?}"
+        );
         assert!(net.node(0).status().relayed_bytes > 0 || net.node(1).status().relayed_bytes > 0);
     })
     .await
@@ -99,12 +121,18 @@ async fn thousand_concurrent_streams_through_one_relay() {
     tokio::time::timeout(LIMIT, async {
         let net = Testnet::builder().relays(1).exits(1).build().await.unwrap();
         let tcp = tcp_echo().await;
-        let client = net.client(ClientConfig { hops: 2, pool_size: 0, ..Default::default() });
+        let client = net.client(ClientConfig {
+            hops: 2,
+            pool_size: 0,
+            ..Default::default()
+        });
         let mut tasks = Vec::new();
         for i in 0..1000u64 {
             let c = client.clone();
             // 10 circuits (isolation keys), 100 streams each, all through the one relay
-            tasks.push(tokio::spawn(async move { echo_roundtrip(&c, tcp, i % 10, 2000).await }));
+            tasks.push(tokio::spawn(async move {
+                echo_roundtrip(&c, tcp, i % 10, 2000).await
+            }));
         }
         let mut ok = 0;
         for t in tasks {
@@ -124,9 +152,16 @@ async fn relay_killed_mid_stream_errors_and_next_request_gets_fresh_circuit() {
     tokio::time::timeout(LIMIT, async {
         let net = Testnet::builder().relays(3).exits(1).build().await.unwrap();
         let tcp = tcp_echo().await;
-        let client = net.client(ClientConfig { hops: 3, pool_size: 0, ..Default::default() });
+        let client = net.client(ClientConfig {
+            hops: 3,
+            pool_size: 0,
+            ..Default::default()
+        });
         let circ = client.circuit_for(IsolationKey(5)).await.unwrap();
-        let mut s = client.connect(&Target::Addr(tcp), IsolationKey(5)).await.unwrap();
+        let mut s = client
+            .connect(&Target::Addr(tcp), IsolationKey(5))
+            .await
+            .unwrap();
         s.write_all(b"before").await.unwrap();
         let mut buf = [0u8; 6];
         s.read_exact(&mut buf).await.unwrap();
@@ -164,12 +199,22 @@ async fn tampered_cell_destroys_circuit_and_node_keeps_running() {
     tokio::time::timeout(LIMIT, async {
         let net = Testnet::builder().relays(2).exits(1).build().await.unwrap();
         let tcp = tcp_echo().await;
-        let client = net.client(ClientConfig { hops: 3, pool_size: 0, ..Default::default() });
+        let client = net.client(ClientConfig {
+            hops: 3,
+            pool_size: 0,
+            ..Default::default()
+        });
         let circ = client.circuit_for(IsolationKey(1)).await.unwrap();
-        let mut s = client.connect(&Target::Addr(tcp), IsolationKey(1)).await.unwrap();
+        let mut s = client
+            .connect(&Target::Addr(tcp), IsolationKey(1))
+            .await
+            .unwrap();
         circ.inject_tampered_cell().await.unwrap();
         let mut b = [0u8; 1];
-        let e = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b)).await.expect("no teardown").unwrap_err();
+        let e = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut b))
+            .await
+            .expect("no teardown")
+            .unwrap_err();
         assert!(e.to_string().contains("destroyed"), "{e}");
         let reason = circ.close_reason().unwrap();
         assert!(reason.contains("tampered"), "{reason}");
@@ -193,18 +238,26 @@ async fn garbage_and_truncated_handshake_close_link_node_survives() {
         let mut g = TcpStream::connect(addr).await.unwrap();
         g.write_all(&[0xffu8; 4000]).await.unwrap();
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), g.read_to_end(&mut sink)).await.expect("link not closed after garbage");
+        let _ = tokio::time::timeout(Duration::from_secs(5), g.read_to_end(&mut sink))
+            .await
+            .expect("link not closed after garbage");
         // a length-valid but garbage handshake message
         let mut g = TcpStream::connect(addr).await.unwrap();
         let mut m = 96u16.to_be_bytes().to_vec();
         m.extend_from_slice(&[0x42u8; 96]);
         g.write_all(&m).await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(5), g.read_to_end(&mut sink)).await.expect("link not closed after bad handshake");
+        let _ = tokio::time::timeout(Duration::from_secs(5), g.read_to_end(&mut sink))
+            .await
+            .expect("link not closed after bad handshake");
         // truncated handshake: announce 96 bytes, send 10, close
         let mut t = TcpStream::connect(addr).await.unwrap();
-        t.write_all(&[0, 96, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).await.unwrap();
+        t.write_all(&[0, 96, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+            .await
+            .unwrap();
         t.shutdown().await.unwrap();
-        let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut sink)).await.expect("link not closed after truncation");
+        let _ = tokio::time::timeout(Duration::from_secs(5), t.read_to_end(&mut sink))
+            .await
+            .expect("link not closed after truncation");
         // the node logged and counted them, and still serves circuits
         for _ in 0..50 {
             if net.node(0).status().link_errors >= 3 {
@@ -212,8 +265,16 @@ async fn garbage_and_truncated_handshake_close_link_node_survives() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(net.node(0).status().link_errors >= 3, "{:?}", net.node(0).status());
-        let client = net.client(ClientConfig { hops: 1, pool_size: 0, ..Default::default() });
+        assert!(
+            net.node(0).status().link_errors >= 3,
+            "{:?}",
+            net.node(0).status()
+        );
+        let client = net.client(ClientConfig {
+            hops: 1,
+            pool_size: 0,
+            ..Default::default()
+        });
         echo_roundtrip(&client, tcp, 1, 1000).await.unwrap();
     })
     .await
@@ -226,25 +287,60 @@ async fn exit_refuses_forbidden_destinations_with_clear_reason() {
     tokio::time::timeout(LIMIT, async {
         let tcp = tcp_echo().await;
         // policy forbids the port
-        let net = Testnet::builder().relays(1).exits(1).exit_policy(ExitPolicy { accept_ports: vec![(1, 10)], allow_udp: false }).build().await.unwrap();
-        let client = net.client(ClientConfig { hops: 2, pool_size: 0, ..Default::default() });
+        let net = Testnet::builder()
+            .relays(1)
+            .exits(1)
+            .exit_policy(ExitPolicy {
+                accept_ports: vec![(1, 10)],
+                allow_udp: false,
+            })
+            .build()
+            .await
+            .unwrap();
+        let client = net.client(ClientConfig {
+            hops: 2,
+            pool_size: 0,
+            ..Default::default()
+        });
         match client.connect(&Target::Addr(tcp), IsolationKey(1)).await {
-            Err(ProviderError::Refused { reason, .. }) => assert!(reason.contains("exit policy") && reason.contains("port"), "{reason}"),
+            Err(ProviderError::Refused { reason, .. }) => assert!(
+                reason.contains("exit policy") && reason.contains("port"),
+                "{reason}"
+            ),
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("exit connected to a forbidden port"),
         }
         let d = client.datagram(IsolationKey(1)).await.unwrap();
-        d.send_to(b"x", &Target::Addr("127.0.0.1:5".parse().unwrap())).await.unwrap();
+        d.send_to(b"x", &Target::Addr("127.0.0.1:5".parse().unwrap()))
+            .await
+            .unwrap();
         let mut buf = [0u8; 8];
-        match tokio::time::timeout(Duration::from_secs(5), d.recv_from(&mut buf)).await.unwrap() {
-            Err(ProviderError::Refused { reason, .. }) => assert!(reason.contains("UDP"), "{reason}"),
+        match tokio::time::timeout(Duration::from_secs(5), d.recv_from(&mut buf))
+            .await
+            .unwrap()
+        {
+            Err(ProviderError::Refused { reason, .. }) => {
+                assert!(reason.contains("UDP"), "{reason}")
+            }
             other => panic!("expected refusal, got {other:?}"),
         }
         // a real exit (no testing flag) refuses loopback
-        let net2 = Testnet::builder().relays(1).exits(1).allow_private(false).build().await.unwrap();
-        let client2 = net2.client(ClientConfig { hops: 2, pool_size: 0, ..Default::default() });
+        let net2 = Testnet::builder()
+            .relays(1)
+            .exits(1)
+            .allow_private(false)
+            .build()
+            .await
+            .unwrap();
+        let client2 = net2.client(ClientConfig {
+            hops: 2,
+            pool_size: 0,
+            ..Default::default()
+        });
         match client2.connect(&Target::Addr(tcp), IsolationKey(1)).await {
-            Err(ProviderError::Refused { reason, .. }) => assert!(reason.contains("private/loopback"), "{reason}"),
+            Err(ProviderError::Refused { reason, .. }) => {
+                assert!(reason.contains("private/loopback"), "{reason}")
+            }
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("exit connected to loopback without the testing flag"),
         }

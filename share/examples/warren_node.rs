@@ -47,6 +47,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = SessionConfig {
         listen_port: port,
         resume_db: resume,
+        // WARREN_SYNC=1: fdatasync piece data before persisting piece bits (power-loss safe)
+        sync_before_persist: std::env::var("WARREN_SYNC").is_ok_and(|v| v == "1"),
         ..SessionConfig::default()
     };
     let session = Session::new(cfg, Arc::new(TcpConnector::bound_to(ip.parse()?)))?;

@@ -2,7 +2,8 @@
 //! info dict), download directory, trackers, paused flag and the bitfield of verified pieces.
 //!
 //! Guarantee (see docs/ARCHITECTURE.md "share engine"): a piece bit is persisted only after the
-//! piece's data was written and fdatasync'd; the bitfield is flushed to disk regularly. After a
+//! piece's data was written (and, with `sync_before_persist`, fdatasync'd); the bitfield is
+//! flushed to disk regularly. After a
 //! crash or kill -9 every persisted bit is trustworthy; pieces not persisted (those in flight
 //! or completed since the last flush) are downloaded again.
 

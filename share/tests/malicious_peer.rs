@@ -50,7 +50,7 @@ async fn hostile(
                 if s.read_exact(&mut hs).await.is_err() {
                     return;
                 }
-                s.write_all(&Handshake::new(info_hash, [0xee; 20]).encode())
+                s.write_all(&Handshake::new(info_hash, [mode as u8 + 0xe0; 20]).encode())
                     .await
                     .unwrap();
                 let meta_size = match mode {

@@ -278,6 +278,9 @@ pub enum Command {
         /// Size of the generated content in bytes
         #[arg(long, default_value_t = 64 * 1024 * 1024, value_name = "BYTES")]
         size: u64,
+        /// Keep the demo's files here instead of a temporary directory (for tests)
+        #[arg(long, hide = true, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// Measure circuits, the BitTorrent engine or the tunnel
     #[command(

@@ -141,14 +141,18 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
         } => make(&path, output, tracker, out),
         Command::Tunnel { .. } => Err(not_wired("tunnel")),
         Command::Node { .. } => Err(not_wired("node")),
-        Command::Demo { no_tui, size } => {
+        Command::Demo {
+            no_tui,
+            size,
+            work_dir,
+        } => {
             let opts = crate::node::demo::DemoOptions {
                 size,
                 hops: cfg.hops,
                 relays: 5,
                 exits: 2,
                 tui: crate::dash::want_tui(no_tui),
-                work_dir: None,
+                work_dir,
             };
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             // progress goes straight to stdout: it must show while the download runs
@@ -158,7 +162,12 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             })
             .map(|_| ())
         }
-        Command::Bench { .. } => Err(not_wired("bench")),
+        Command::Bench {
+            what,
+            hops,
+            size,
+            seconds: _,
+        } => bench(what, hops, size, out),
     }
 }
 
@@ -304,4 +313,25 @@ fn make(path: &Path, output: Option<PathBuf>, trackers: Vec<String>, out: &mut d
     writeln!(out, "info-hash {}", made.metainfo.info_hash)?;
     writeln!(out, "{}", made.magnet.to_uri())?;
     Ok(())
+}
+
+/// `warren bench`: runs a benchmark in this process and prints its figures.
+fn bench(what: crate::cli::BenchKind, hops: u8, size: u64, out: &mut dyn Write) -> Result<()> {
+    use crate::cli::BenchKind;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match what {
+        BenchKind::Circuit => {
+            let opts = overlay::bench::BenchOpts {
+                hops: usize::from(hops),
+                bytes: size,
+                ..Default::default()
+            };
+            let report = rt
+                .block_on(overlay::bench::circuit(opts))
+                .map_err(|e| anyhow!("circuit benchmark failed: {e}"))?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
+        other => Err(not_wired(&format!("bench {other:?}").to_lowercase())),
+    }
 }

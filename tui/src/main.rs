@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let paths = warren::config::Paths::from_env();
-    let mut out = std::io::stdout().lock();
+    // not locked for the whole run: the dashboard writes to the terminal from its own thread
+    let mut out = std::io::stdout();
     match warren::commands::run_command(cli, &paths, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

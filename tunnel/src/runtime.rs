@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use overlay::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -295,11 +295,13 @@ async fn tcp_accept(
         if flows.len() >= shared.cfg.max_tcp_flows {
             debug!("refusing TCP flow {local} -> {remote}: flow limit reached");
             shared.flows.count_event(|c| c.tcp_flows_refused += 1);
+            refuse(stream);
             continue;
         }
         let Some((target, dest)) = shared.target_for(remote) else {
             debug!("refusing TCP flow {local} -> {remote}: not a routable destination");
             shared.flows.count_event(|c| c.tcp_flows_refused += 1);
+            refuse(stream);
             continue;
         };
         let iso = shared.isolator().key_for(&dest);
@@ -322,6 +324,16 @@ async fn tcp_accept(
     }
 }
 
+/// Closes a flow we will not carry. The stack hands the stream over on the SYN; closing it before
+/// the handshake has completed leaves the program's socket hanging, so the close waits a moment
+/// (bounded; one small task per refused flow).
+fn refuse(stream: netstack_smoltcp::TcpStream) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(stream);
+    });
+}
+
 async fn relay_tcp(
     stream: netstack_smoltcp::TcpStream,
     provider: Arc<dyn AnonProvider>,
@@ -336,10 +348,12 @@ async fn relay_tcp(
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!("tunnel flow to {target} failed: {e}");
+                refuse(stream);
                 return;
             }
             Err(_) => {
                 debug!("tunnel flow to {target}: connect timed out");
+                refuse(stream);
                 return;
             }
         };
@@ -348,12 +362,14 @@ async fn relay_tcp(
     let entry = guard.entry.clone();
     let up = async {
         let r = copy_counted(&mut pr, &mut uw, buf_size, &entry, true).await;
-        let _ = uw.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), uw.shutdown()).await;
         r
     };
     let down = async {
         let r = copy_counted(&mut ur, &mut pw, buf_size, &entry, false).await;
-        let _ = pw.shutdown().await;
+        // One poll starts the close (FIN once the queued data is sent); the stack finishes it on
+        // its own, so the flow does not wait out TIME-WAIT here.
+        let _ = pw.shutdown().now_or_never();
         r
     };
     let (a, b) = tokio::join!(up, down);

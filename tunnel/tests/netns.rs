@@ -393,6 +393,7 @@ async fn flows_beyond_the_limit_are_refused() {
     let script = format!(
         r#"
 import socket, time
+t = time.time()
 ss = [socket.create_connection(('{SERVER_IP}', {port}), timeout=10) for _ in range(8)]
 time.sleep(0.5)
 ok = 0
@@ -407,10 +408,20 @@ for s in ss:
     except OSError:
         pass
 print('served', ok)
+# refused flows end at once (EOF), they do not hang until the timeout
+assert time.time() - t < 5, time.time() - t
+# a destination the exit refuses: the connection is closed promptly too
+for s in ss: s.close()
+time.sleep(0.5)
+t = time.time()
+s = socket.create_connection(('203.0.113.9', 80), timeout=10)
+s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+print('refused-by-exit', s.recv(100), time.time() - t < 5)
 "#
     );
     let (code, out, err) = run(py(&tns, &script)).await;
     assert_eq!(code, 0, "python failed: {err}");
     assert!(out.contains("served 5"), "{out}");
+    assert!(out.contains("refused-by-exit b'' True"), "{out}");
     assert_eq!(tns.status().counters.tcp_flows_refused, 3);
 }

@@ -38,7 +38,14 @@ impl ClientCrypto {
     }
 
     /// Builds a RELAY cell addressed to hop `dest`.
-    pub fn seal(&mut self, circ_id: u32, dest: usize, rc: u8, stream: u32, data: &[u8]) -> Result<CellBuf, CircuitError> {
+    pub fn seal(
+        &mut self,
+        circ_id: u32,
+        dest: usize,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+    ) -> Result<CellBuf, CircuitError> {
         if dest >= self.hops.len() {
             return Err(CircuitError::NoSuchHop(dest));
         }
@@ -57,16 +64,28 @@ impl ClientCrypto {
 /// Chooses `hops` distinct nodes from verified descriptors: the last one an exit, the others relays.
 pub fn choose_path(directory: &[Descriptor], hops: usize) -> Result<Vec<Descriptor>, CircuitError> {
     if !(1..=3).contains(&hops) {
-        return Err(CircuitError::Path { hops, why: "hop count must be 1, 2 or 3".into() });
+        return Err(CircuitError::Path {
+            hops,
+            why: "hop count must be 1, 2 or 3".into(),
+        });
     }
     let mut rng = rand::thread_rng();
     let exits: Vec<&Descriptor> = directory.iter().filter(|d| d.is_exit()).collect();
-    let exit = *exits.choose(&mut rng).ok_or_else(|| CircuitError::Path { hops, why: "no exit in the directory".into() })?;
-    let mut relays: Vec<&Descriptor> = directory.iter().filter(|d| d.is_relay() && d.id != exit.id).collect();
+    let exit = *exits.choose(&mut rng).ok_or_else(|| CircuitError::Path {
+        hops,
+        why: "no exit in the directory".into(),
+    })?;
+    let mut relays: Vec<&Descriptor> = directory
+        .iter()
+        .filter(|d| d.is_relay() && d.id != exit.id)
+        .collect();
     relays.shuffle(&mut rng);
     relays.dedup_by_key(|d| d.id);
     if relays.len() < hops - 1 {
-        return Err(CircuitError::Path { hops, why: format!("only {} relays besides the exit", relays.len()) });
+        return Err(CircuitError::Path {
+            hops,
+            why: format!("only {} relays besides the exit", relays.len()),
+        });
     }
     let mut path: Vec<Descriptor> = relays[..hops - 1].iter().map(|d| (*d).clone()).collect();
     path.push(exit.clone());
@@ -82,12 +101,21 @@ mod tests {
     use std::collections::HashSet;
 
     fn desc(roles: u8) -> Descriptor {
-        Descriptor::new_signed(&Identity::generate(), "127.0.0.1:1".parse().unwrap(), roles, ExitPolicy::default(), unix_now() + 60)
+        Descriptor::new_signed(
+            &Identity::generate(),
+            "127.0.0.1:1".parse().unwrap(),
+            roles,
+            ExitPolicy::default(),
+            unix_now() + 60,
+        )
     }
 
     #[test]
     fn path_distinct_exit_last() {
-        let dir: Vec<_> = (0..3).map(|_| desc(ROLE_RELAY)).chain([desc(ROLE_RELAY | ROLE_EXIT)]).collect();
+        let dir: Vec<_> = (0..3)
+            .map(|_| desc(ROLE_RELAY))
+            .chain([desc(ROLE_RELAY | ROLE_EXIT)])
+            .collect();
         for hops in 1..=3 {
             for _ in 0..20 {
                 let p = choose_path(&dir, hops).unwrap();

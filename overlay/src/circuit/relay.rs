@@ -40,7 +40,13 @@ impl RelayCrypto {
     }
 
     /// Builds a backward cell originated by this hop.
-    pub fn originate(&mut self, circ_id: u32, rc: u8, stream: u32, data: &[u8]) -> Result<CellBuf, CellError> {
+    pub fn originate(
+        &mut self,
+        circ_id: u32,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+    ) -> Result<CellBuf, CellError> {
         let mut c = cell::new_cell(circ_id, cell::cmd::RELAY);
         cell::write_relay(cell::body_mut(&mut c), rc, stream, data)?;
         self.keys.bwd.seal(cell::body_mut(&mut c));

@@ -42,8 +42,12 @@ pub struct DemoReport {
 
 /// Writes `size` bytes of seeded pseudo-random content.
 fn generate(path: &Path, size: u64) -> Result<()> {
+    generate_with(path, size, 1)
+}
+
+fn generate_with(path: &Path, size: u64, seed: u64) -> Result<()> {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7761_7272_656e);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7761_7272_656e ^ seed);
     let mut buf = vec![0u8; 1 << 20];
     let mut left = size;
     while left > 0 {
@@ -135,6 +139,19 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
     magnet.peers = vec![seeder_addr.to_string()];
     let link = magnet.to_uri();
     writeln!(out, "seeder at {seeder_addr}; magnet link:\n  {link}")?;
+    // a second torrent, for adding by hand from the dashboard (`a`, paste the link)
+    let extra = seed_dir.join("warren-demo-2.bin");
+    let (c, s) = (extra.clone(), (opts.size / 4).max(1));
+    tokio::task::spawn_blocking(move || generate_with(&c, s, 2)).await??;
+    let (_h2, made2) = seeder
+        .seed_path(&extra, share::make::MakeOptions::default())
+        .await
+        .context("the seeder could not hash its second file")?;
+    let mut magnet2 = made2.magnet.clone();
+    magnet2.peers = vec![seeder_addr.to_string()];
+    let link2 = magnet2.to_uri();
+    std::fs::write(work.join("extra-magnet.txt"), &link2)?;
+    writeln!(out, "a second torrent to add with `a` in the dashboard:\n  {link2}")?;
 
     // the downloading node: its only way out is the overlay
     let clients = Clients::new(overlay::ClientConfig::default(), net.descriptors());

@@ -1,6 +1,8 @@
 //! Shared test helpers: a fake node and a control-socket server for it.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
