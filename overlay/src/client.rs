@@ -439,37 +439,53 @@ impl ClientCirc {
         let (up_tx, mut up_rx) = mpsc::channel::<Option<Bytes>>(8);
         let me = self.clone();
         let pump = tokio::spawn(async move {
-            loop {
-                match up_rx.recv().await {
-                    Some(Some(b)) => {
-                        let (Ok(p1), Ok(p2)) = (window.acquire().await, me.window.acquire().await)
-                        else {
-                            break;
-                        };
-                        p1.forget();
-                        p2.forget();
-                        if me
-                            .send_to_hop(me.last_hop(), rcmd::DATA, sid, &b)
-                            .await
-                            .is_err()
-                        {
+            // Coalesces small writes queued meanwhile into one cell (fewer padded cells).
+            let mut pending: Option<Bytes> = None;
+            let mut ended = false;
+            let mut buf = Vec::with_capacity(RELAY_DATA_MAX);
+            while !ended {
+                let first = match pending.take() {
+                    Some(b) => Some(b),
+                    None => up_rx.recv().await.flatten(),
+                };
+                let Some(first) = first else { break };
+                buf.clear();
+                buf.extend_from_slice(&first);
+                while buf.len() < RELAY_DATA_MAX {
+                    match up_rx.try_recv() {
+                        Ok(Some(more)) => {
+                            let room = RELAY_DATA_MAX - buf.len();
+                            if more.len() <= room {
+                                buf.extend_from_slice(&more);
+                            } else {
+                                buf.extend_from_slice(&more[..room]);
+                                pending = Some(more.slice(room..));
+                                break;
+                            }
+                        }
+                        Ok(None) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                            ended = true;
                             break;
                         }
-                        me.bytes_up.fetch_add(b.len() as u64, Ordering::Relaxed);
-                    }
-                    Some(None) | None => {
-                        let _ = me
-                            .send_to_hop(
-                                me.last_hop(),
-                                rcmd::END,
-                                sid,
-                                &cell::encode_end(reason::DONE, ""),
-                            )
-                            .await;
-                        break;
+                        Err(mpsc::error::TryRecvError::Empty) => break,
                     }
                 }
+                let (Ok(p1), Ok(p2)) = (window.acquire().await, me.window.acquire().await) else {
+                    return;
+                };
+                p1.forget();
+                p2.forget();
+                if me
+                    .send_to_hop(me.last_hop(), rcmd::DATA, sid, &buf)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                me.bytes_up.fetch_add(buf.len() as u64, Ordering::Relaxed);
             }
+            let end = cell::encode_end(reason::DONE, "");
+            let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
         });
         lock(&self.tasks).push(pump.abort_handle());
         Ok(Box::pin(CircStream {

@@ -55,6 +55,10 @@ pub struct Picker {
     order: Vec<u32>,
     order_dirty: bool,
     seed: u64,
+    /// Complete pieces waiting for hash + write.
+    hashing: usize,
+    /// Do not open new pieces while this many wait for the disk (bounds memory).
+    pub max_hashing: usize,
 }
 
 impl Picker {
@@ -69,6 +73,8 @@ impl Picker {
             order: Vec::new(),
             order_dirty: true,
             seed: rand::random(),
+            hashing: 0,
+            max_hashing: 64,
         }
     }
 
@@ -197,8 +203,8 @@ impl Picker {
             }
             self.take_free_blocks(i, max - (out.len() - start), out);
         }
-        // 2. New pieces, rarest first.
-        if out.len() - start < max {
+        // 2. New pieces, rarest first (unless the disk is behind).
+        if out.len() - start < max && self.hashing < self.max_hashing {
             if self.order_dirty {
                 self.rebuild_order();
             }
@@ -332,6 +338,7 @@ impl Picker {
         }
         if p.received == p.blocks.len() {
             p.hashing = true;
+            self.hashing += 1;
             BlockOutcome::PieceComplete {
                 index,
                 data: std::mem::take(&mut p.buf),
@@ -344,13 +351,17 @@ impl Picker {
 
     /// The piece hashed correctly and is written.
     pub fn piece_verified(&mut self, i: u32) -> bool {
-        self.partial.remove(&i);
+        if self.partial.remove(&i).is_some_and(|p| p.hashing) {
+            self.hashing -= 1;
+        }
         self.have.set(i as usize)
     }
 
     /// The piece failed its hash check: forget all its blocks so they are asked again.
     pub fn piece_failed(&mut self, i: u32) {
-        self.partial.remove(&i);
+        if self.partial.remove(&i).is_some_and(|p| p.hashing) {
+            self.hashing -= 1;
+        }
         self.order_dirty = true;
     }
 

@@ -150,6 +150,9 @@ impl Session {
                     peer_id: make_peer_id(),
                     resume,
                     events,
+                    disk: Arc::new(tokio::sync::Semaphore::new(
+                        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8),
+                    )),
                 }),
                 torrents: Mutex::new(HashMap::new()),
             }),

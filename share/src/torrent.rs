@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub peer_id: [u8; 20],
     pub resume: Option<ResumeStore>,
     pub events: tokio::sync::broadcast::Sender<SessionEvent>,
+    /// Bounds concurrent hash+write jobs (many writers to one file only contend).
+    pub disk: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct Meta {
@@ -880,6 +882,7 @@ impl Torrent {
                     };
                     let t = self.clone();
                     tokio::spawn(async move {
+                        let _permit = t.shared.disk.clone().acquire_owned().await;
                         let res = tokio::task::spawn_blocking(move || {
                             if storage.verify(index, &data) {
                                 storage.write_piece(index, &data).map(|_| true)

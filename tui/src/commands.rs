@@ -57,6 +57,10 @@ pub fn connect(socket: &Path) -> Result<SocketControl> {
     })
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
 /// Runs one parsed command line. Writes normal output to `out`.
 pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
     let cfg = effective_config(&cli, paths)?;
@@ -132,15 +136,58 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
                 Err(_) => Err(not_wired("open (starting a node)")),
             }
         }
-        Command::Get { .. } => Err(not_wired("get")),
+        Command::Get {
+            magnet,
+            hops,
+            dir,
+            no_tui,
+        } => runtime()?.block_on(async {
+            let mut stdout = std::io::stdout();
+            crate::node::run::get(&cfg, &magnet, hops, dir, crate::dash::want_tui(no_tui), &mut stdout).await
+        }),
         Command::Seed { .. } => Err(not_wired("seed")),
         Command::Make {
             path,
             output,
             tracker,
         } => make(&path, output, tracker, out),
-        Command::Tunnel { .. } => Err(not_wired("tunnel")),
-        Command::Node { .. } => Err(not_wired("node")),
+        Command::Tunnel {
+            hops,
+            via,
+            system,
+            no_tui: _,
+            cmd,
+        } => {
+            if system.is_some() {
+                return Err(not_wired("tunnel --system (the library, tunnel::system, is built and tested)"));
+            }
+            if !matches!(via, crate::cli::Via::Overlay | crate::cli::Via::Auto) {
+                return Err(not_wired("tunnel --via tor (issue 7)"));
+            }
+            let code = runtime()?.block_on(crate::node::run::tunnel(&cfg, hops, &cmd))?;
+            if code != 0 {
+                bail!("the wrapped program exited with status {code}");
+            }
+            Ok(())
+        }
+        Command::Node {
+            relay,
+            exit,
+            dht,
+            listen,
+        } => {
+            if dht {
+                return Err(not_wired("node --dht"));
+            }
+            let mut cfg = cfg;
+            if let Some(l) = listen {
+                cfg.network.listen = l;
+            }
+            runtime()?.block_on(async {
+                let mut stdout = std::io::stdout();
+                crate::node::run::node(&cfg, relay, exit, &mut stdout).await
+            })
+        }
         Command::Demo {
             no_tui,
             size,
@@ -281,18 +328,19 @@ mod tests {
     }
 
     #[test]
-    fn engine_commands_not_wired() {
+    fn engine_commands_refuse_clearly_without_a_network() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
-        for args in [
-            &["warren", "get", "magnet:?xt=urn:btih:00"][..],
-            &["warren", "node"],
-            &["warren", "demo", "--no-tui"],
-            &["warren", "open", "magnet:?xt=urn:btih:00"],
-        ] {
-            let e = run(args, &p).unwrap_err().to_string();
-            assert!(e.contains("not wired yet"), "{args:?}: {e}");
-        }
+        let e = run(&["warren", "get", "--no-tui", "magnet:?xt=urn:btih:00"], &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad magnet link"), "{e}");
+        let e = run(&["warren", "node", "--dht"], &p).unwrap_err().to_string();
+        assert!(e.contains("not wired yet"), "{e}");
+        let e = run(&["warren", "open", "magnet:?xt=urn:btih:00"], &p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not wired yet"), "{e}");
         let e = run(&["warren", "status"], &p).unwrap_err().to_string();
         assert!(e.contains("no warren node is running"), "{e}");
     }

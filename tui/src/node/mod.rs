@@ -7,5 +7,6 @@
 pub mod connector;
 pub mod core;
 pub mod demo;
+pub mod run;
 
 pub use self::core::NodeCore;

@@ -1,0 +1,242 @@
+//! The long-running commands: `warren node`, `warren get`, `warren tunnel`.
+//!
+//! Until the overlay DHT is wired (issue 4), a node learns the network from *descriptor files*:
+//! every `warren node` writes its signed descriptor to `<data-dir>/descriptor`, and clients are
+//! given those files (or the hex they hold) as `bootstrap` entries. Each descriptor's signature,
+//! id binding and expiry are verified before it is used; circuits are built only from them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use overlay::descriptor::{unix_now, ROLE_EXIT, ROLE_RELAY};
+use overlay::exit::ExitPolicy;
+use overlay::{Descriptor, Identity};
+use share::session::SessionConfig;
+
+use super::connector::Clients;
+use super::core::{NodeCore, REPORT_EVERY};
+use crate::config::Config;
+use crate::control::channel::{channel, serve_channel};
+use crate::dash::plain::PlainReporter;
+
+/// Reads the verified descriptors named by `entries` (files of hex lines, or `desc:<hex>`).
+pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
+    let now = unix_now();
+    let mut out = Vec::new();
+    for e in entries {
+        let texts: Vec<String> = if let Some(hex) = e.strip_prefix("desc:") {
+            vec![hex.to_string()]
+        } else if Path::new(e).is_file() {
+            std::fs::read_to_string(e)
+                .with_context(|| format!("cannot read bootstrap file {e}"))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        } else {
+            bail!(
+                "bootstrap entry `{e}` is not a descriptor file: bootstrapping from host:port needs \
+                 the overlay DHT, which is not wired yet; pass the files that `warren node` writes \
+                 (<data-dir>/descriptor)"
+            );
+        };
+        for t in texts {
+            let bytes = hex::decode(&t).map_err(|_| anyhow!("bootstrap entry {e}: descriptor is not hex"))?;
+            let d = Descriptor::decode_verified(&bytes, now)
+                .map_err(|err| anyhow!("bootstrap entry {e}: descriptor rejected: {err}"))?;
+            if !out.iter().any(|o: &Descriptor| o.id == d.id) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn exit_policy(cfg: &Config) -> Result<ExitPolicy> {
+    let mut p = ExitPolicy::default();
+    if !cfg.exit_policy.allow_ports.is_empty() {
+        p.accept_ports = cfg
+            .exit_policy
+            .allow_ports
+            .iter()
+            .map(|r| crate::config::parse_port_range(r).map_err(|e| anyhow!("exit policy: {e}")))
+            .collect::<Result<_>>()?;
+    }
+    Ok(p)
+}
+
+fn data_dir(cfg: &Config) -> Result<PathBuf> {
+    cfg.data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("no data directory: set --data-dir or XDG_DATA_HOME"))
+}
+
+fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result<NodeCore> {
+    let clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let data = data_dir(cfg)?;
+    let download = cfg.download_dir.clone().unwrap_or_else(|| data.join("downloads"));
+    Ok(NodeCore::new(
+        node_id,
+        clients,
+        SessionConfig::default(),
+        data,
+        download,
+        cfg.hops,
+    ))
+}
+
+/// Serves the control socket in the background; a failure to bind is a warning, not fatal.
+fn serve_socket(cfg: &Config, core: Arc<NodeCore>, out: &mut dyn Write) {
+    let Some(path) = cfg.socket.clone() else { return };
+    match crate::control::server::ControlListener::bind(&path) {
+        Ok(l) => {
+            let stop = core.shutdown_signal();
+            tokio::spawn(async move {
+                l.serve(core, async move { stop.notified().await }).await;
+            });
+            let _ = writeln!(out, "control socket {}", path.display());
+        }
+        Err(e) => {
+            let _ = writeln!(out, "no control socket ({e}); `warren dash` cannot attach to this run");
+        }
+    }
+}
+
+/// `warren node`: runs a relay and/or exit until Ctrl-C or a `shutdown` command.
+pub async fn node(cfg: &Config, relay: bool, exit: bool, out: &mut (dyn Write + Send)) -> Result<()> {
+    let data = data_dir(cfg)?;
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let id_path = data.join("identity.key");
+    let identity = Identity::load_or_create(&id_path)
+        .map_err(|e| anyhow!("identity {}: {e}", id_path.display()))?;
+    let mut roles = 0;
+    if relay || exit {
+        roles |= ROLE_RELAY;
+    }
+    if exit {
+        roles |= ROLE_EXIT;
+    }
+    let mut ncfg = overlay::NodeConfig::new(identity, cfg.network.listen, roles);
+    ncfg.exit_policy = exit_policy(cfg)?;
+    ncfg.allow_private_exit = cfg.exit_policy.allow_private;
+    let node = overlay::Node::start(ncfg)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.network.listen))?;
+    let desc_path = data.join("descriptor");
+    std::fs::write(&desc_path, format!("{}\n", hex::encode(node.descriptor().encode())))
+        .with_context(|| format!("cannot write {}", desc_path.display()))?;
+    writeln!(
+        out,
+        "node {} listening on {} ({}{}); descriptor in {}",
+        node.id().short(),
+        node.addr(),
+        if roles & ROLE_RELAY != 0 { "relay" } else { "client only" },
+        if roles & ROLE_EXIT != 0 { " + exit" } else { "" },
+        desc_path.display()
+    )?;
+    out.flush()?;
+    let directory = if cfg.network.bootstrap.is_empty() {
+        Vec::new()
+    } else {
+        load_directory(&cfg.network.bootstrap)?
+    };
+    let core = Arc::new(core_for(cfg, directory, node.id().short())?);
+    serve_socket(cfg, core.clone(), out);
+    out.flush()?;
+    let stop = core.shutdown_signal();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stop.notified() => {}
+    }
+    node.shutdown();
+    core.shutdown_all();
+    Ok(())
+}
+
+/// `warren get`: downloads one magnet link through the overlay and exits 0 once it is complete
+/// and verified.
+pub async fn get(
+    cfg: &Config,
+    magnet: &str,
+    hops: Option<u8>,
+    dir: Option<PathBuf>,
+    tui: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    // a malformed link is refused before anything touches the network
+    share::magnet::Magnet::parse(magnet).map_err(|e| anyhow!("bad magnet link: {e}"))?;
+    if cfg.network.bootstrap.is_empty() {
+        bail!(
+            "no overlay to reach: give descriptor files of running nodes with --bootstrap FILE \
+             (or `bootstrap` in the config); `warren demo` runs a whole network in-process"
+        );
+    }
+    let directory = load_directory(&cfg.network.bootstrap)?;
+    if !directory.iter().any(|d| d.roles & ROLE_EXIT != 0) {
+        bail!("none of the {} bootstrap nodes is an exit: nothing can reach the swarm", directory.len());
+    }
+    let core = Arc::new(core_for(cfg, directory, "client".into())?);
+    serve_socket(cfg, core.clone(), out);
+    let (_id, handle) = core
+        .add_magnet(magnet, dir, hops)
+        .await
+        .map_err(|e| anyhow!("{}", e.0))?;
+    if tui {
+        let (mut ctl, rx) = channel();
+        tokio::spawn(serve_channel(core.clone(), rx));
+        tokio::task::spawn_blocking(move || crate::dash::run(&mut ctl))
+            .await?
+            .context("dashboard failed")?;
+        let s = handle.status();
+        if !matches!(s.state, share::session::TorrentState::Seeding) {
+            core.shutdown_all();
+            bail!("stopped before the download completed ({} of {:?} bytes)", s.have_bytes, s.total_bytes);
+        }
+    } else {
+        let mut rep = PlainReporter::new();
+        let done = handle.wait_complete();
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                r = &mut done => { r.map_err(|e| anyhow!("download failed: {e}"))?; break; }
+                _ = tokio::time::sleep(REPORT_EVERY) => rep.report(out, &core.snapshot_now())?,
+                _ = tokio::signal::ctrl_c() => {
+                    core.shutdown_all();
+                    bail!("interrupted; the download resumes from its verified pieces next time");
+                }
+            }
+        }
+        rep.report(out, &core.snapshot_now())?;
+    }
+    writeln!(out, "complete and verified: {}", handle.status().name)?;
+    core.shutdown_all();
+    Ok(())
+}
+
+/// `warren tunnel -- CMD`: runs CMD in a namespace whose only route is the tunnel; returns its
+/// exit code.
+pub async fn tunnel(cfg: &Config, hops: Option<u8>, cmd: &[String]) -> Result<i32> {
+    let Some((prog, args)) = cmd.split_first() else {
+        bail!("nothing to run: give a command after `--`, e.g. `warren tunnel -- aria2c MAGNET`");
+    };
+    if cfg.network.bootstrap.is_empty() {
+        bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
+    }
+    let directory = load_directory(&cfg.network.bootstrap)?;
+    let clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let provider: Arc<dyn overlay::AnonProvider> = clients.get(hops.unwrap_or(cfg.hops)).clone();
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let status = ::tunnel::wrap::run_wrapped(
+        provider,
+        ::tunnel::runtime::TunnelConfig::default(),
+        std::ffi::OsStr::new(prog),
+        &args,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow!("tunnel: {e}"))?;
+    Ok(status.code().unwrap_or(1))
+}

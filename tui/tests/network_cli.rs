@@ -1,0 +1,194 @@
+//! Real processes: four `warren node`s (three relays, one exit) on loopback, a libtorrent seeder,
+//! and `warren get` of a magnet link through 3-hop circuits, bootstrapped from the nodes'
+//! descriptor files. Everything is killed by PID when the test ends, pass or fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn warren() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
+}
+
+fn spawn_node(dir: &Path, name: &str, exit: bool) -> (Proc, PathBuf) {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("config.toml");
+    // test networks only: the exit may reach loopback, where the seeder is
+    std::fs::write(&cfg, "[exit_policy]\nallow_private = true\n").unwrap();
+    let log = std::fs::File::create(d.join("log")).unwrap();
+    let mut c = warren();
+    c.arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(d.join("data"))
+        .arg("--socket")
+        .arg(d.join("control.sock"))
+        .args(["node", "--relay", "--listen", "127.0.0.1:0"]);
+    if exit {
+        c.arg("--exit");
+    }
+    let p = Proc(
+        c.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    (p, d.join("data").join("descriptor"))
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+const LT_SEED: &str = r#"
+import sys, time, libtorrent as lt
+torrent, save, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = lt.session({'listen_interfaces': f'127.0.0.1:{port}', 'enable_dht': False, 'enable_lsd': False,
+    'enable_upnp': False, 'enable_natpmp': False, 'enable_incoming_utp': False,
+    'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True})
+p = lt.add_torrent_params(); p.ti = lt.torrent_info(torrent); p.save_path = save
+p.flags |= lt.torrent_flags.seed_mode
+h = s.add_torrent(p)
+print('seeding', flush=True)
+while True: time.sleep(1)
+"#;
+
+#[test]
+fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
+    let have_lt = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have_lt {
+        eprintln!("SKIP: python3-libtorrent is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    let mut descs = Vec::new();
+    for (i, exit) in [false, false, false, true].into_iter().enumerate() {
+        let (p, d) = spawn_node(dir.path(), &format!("n{i}"), exit);
+        procs.push(p);
+        descs.push(d);
+    }
+    for d in &descs {
+        assert!(wait_file(d, Duration::from_secs(20)), "node did not write {}", d.display());
+    }
+
+    // content and torrent
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(seed_dir.join("payload.bin"), &data).unwrap();
+    let torrent = dir.path().join("payload.torrent");
+    let out = warren()
+        .arg("make")
+        .arg(seed_dir.join("payload.bin"))
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let magnet = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap()
+        .to_string();
+
+    // a real libtorrent seeder on loopback
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let lt_log = std::fs::File::create(dir.path().join("lt.log")).unwrap();
+    let _seeder = Proc(
+        Command::new("/usr/bin/python3")
+            .args(["-c", LT_SEED])
+            .arg(&torrent)
+            .arg(&seed_dir)
+            .arg(port.to_string())
+            .stdout(lt_log.try_clone().unwrap())
+            .stderr(lt_log)
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let link = format!("{magnet}&x.pe=127.0.0.1:{port}");
+
+    let dl = dir.path().join("dl");
+    let mut get = warren();
+    get.arg("--data-dir")
+        .arg(dir.path().join("client"))
+        .arg("--socket")
+        .arg(dir.path().join("client.sock"))
+        .arg("--download-dir")
+        .arg(&dl);
+    for d in &descs {
+        get.arg("--bootstrap").arg(d);
+    }
+    get.args(["get", "--no-tui", "--hops", "3", &link]);
+    let child = Proc(get.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let t0 = Instant::now();
+    let mut child = child;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "warren get did not finish in 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child.0.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(status.success(), "warren get failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("complete and verified"), "{stdout}");
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
+}
+
+#[test]
+fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
+    let out = warren().args(["get", "--no-tui", "magnet:?xt=urn:btih:zz"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad magnet link"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = warren()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["get", "--no-tui", "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no overlay to reach"), "{err}");
+
+    let out = warren()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--bootstrap", "10.1.2.3:7700"])
+        .args(["get", "--no-tui", "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a descriptor file"), "{err}");
+}
