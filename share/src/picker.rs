@@ -74,7 +74,7 @@ impl Picker {
             order_dirty: true,
             seed: rand::random(),
             hashing: 0,
-            max_hashing: 64,
+            max_hashing: ((64 << 20) / piece_length.max(1)).clamp(4, 256) as usize,
         }
     }
 

@@ -1,0 +1,207 @@
+//! The anonymity promise, checked on the wire: every host has its own address in network namespaces
+//! that this test creates (a router, a client, three relays, an exit, an opentracker host and a
+//! libtorrent seeder host). `warren get` downloads a magnet link whose only peer source is the
+//! tracker. Captures show that every packet the client sends goes to an overlay node's link port,
+//! and that neither the tracker nor the seeder ever receives a packet from the client's address.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use warren_tests::{capture, is_root, Capture, Child, Netns, Veth};
+
+const LT_SEED: &str = r#"
+import sys, time, libtorrent as lt
+torrent, save, iface = sys.argv[1], sys.argv[2], sys.argv[3]
+s = lt.session({'listen_interfaces': iface, 'enable_dht': False, 'enable_lsd': False,
+    'enable_upnp': False, 'enable_natpmp': False, 'enable_incoming_utp': False,
+    'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True,
+    'announce_to_all_trackers': True})
+p = lt.add_torrent_params(); p.ti = lt.torrent_info(torrent); p.save_path = save
+p.flags |= lt.torrent_flags.seed_mode
+h = s.add_torrent(p)
+print('seeding', flush=True)
+while True:
+    time.sleep(1)
+    for peer in h.get_peer_info():
+        print('peer', peer.ip[0], flush=True)
+"#;
+
+struct Host {
+    ns: Netns,
+    addr: String,
+    /// the interface inside the host's namespace
+    iface: String,
+}
+
+fn host(router: &Netns, tag: &str, subnet: u8) -> Host {
+    let ns = Netns::new(tag).unwrap();
+    let v = Veth::connect(router, &ns, subnet).unwrap();
+    ns.ip(&["route", "add", "default", "via", &v.a_addr]).unwrap();
+    Host {
+        ns,
+        addr: v.b_addr,
+        iface: v.b_if,
+    }
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn tools_present() -> bool {
+    let ok = |c: &mut Command| c.output().map(|o| o.status.success()).unwrap_or(false);
+    is_root()
+        && warren_tests::have("tcpdump")
+        && warren_tests::have("opentracker")
+        && ok(Command::new("/usr/bin/python3").args(["-c", "import libtorrent"]))
+}
+
+#[test]
+fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
+    if !tools_present() {
+        eprintln!("SKIP: needs root, tcpdump, opentracker and python3-libtorrent (.ci/run installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // opentracker drops to `nobody`: its whitelist must be readable by it
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let warren = env!("CARGO_BIN_EXE_warren");
+
+    let router = Netns::new("r").unwrap();
+    router.sh("sysctl -qw net.ipv4.ip_forward=1").unwrap();
+    let client = host(&router, "c", 1);
+    let relays: Vec<Host> = (0..3).map(|i| host(&router, "rl", 2 + i)).collect();
+    let exit = host(&router, "x", 5);
+    let tracker = host(&router, "t", 6);
+    let seeder = host(&router, "s", 7);
+
+    // overlay nodes, each on its own host
+    let mut procs: Vec<Child> = Vec::new();
+    let mut descs: Vec<PathBuf> = Vec::new();
+    for (i, h) in relays.iter().chain(std::iter::once(&exit)).enumerate() {
+        let d = dir.path().join(format!("node{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        // a test network: the exit may reach the private addresses of these namespaces
+        std::fs::write(d.join("config.toml"), "[exit_policy]\nallow_private = true\n").unwrap();
+        let mut c = h.ns.command(warren);
+        c.arg("--config")
+            .arg(d.join("config.toml"))
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--socket")
+            .arg(d.join("control.sock"))
+            .args(["node", "--relay", "--listen", &format!("{}:7700", h.addr)]);
+        if i == 3 {
+            c.arg("--exit");
+        }
+        procs.push(Child::spawn("warren node", c, &d.join("log")).unwrap());
+        descs.push(d.join("data").join("descriptor"));
+    }
+    for d in &descs {
+        assert!(wait_file(d, Duration::from_secs(20)), "no descriptor at {}", d.display());
+    }
+
+    // content, torrent with the tracker, tracker whitelist
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    std::fs::write(seed_dir.join("payload.bin"), &data).unwrap();
+    let torrent = dir.path().join("payload.torrent");
+    let announce = format!("http://{}:6969/announce", tracker.addr);
+    let out = Command::new(warren)
+        .arg("make")
+        .arg(seed_dir.join("payload.bin"))
+        .arg("-o")
+        .arg(&torrent)
+        .args(["--tracker", &announce])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let magnet = stdout.lines().find(|l| l.starts_with("magnet:")).unwrap().to_string();
+    let ih = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("info-hash "))
+        .unwrap()
+        .to_string();
+    let tdir = dir.path().join("tracker");
+    std::fs::create_dir_all(&tdir).unwrap();
+    std::fs::set_permissions(&tdir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(tdir.join("whitelist.txt"), format!("{ih}\n")).unwrap();
+
+    // captures start before any client traffic
+    let caps = dir.path().join("caps");
+    std::fs::create_dir_all(&caps).unwrap();
+    let cap_client = Capture::start(&client.ns, &client.iface, &caps).unwrap();
+    let cap_tracker = Capture::start(&tracker.ns, &tracker.iface, &caps).unwrap();
+    let cap_seeder = Capture::start(&seeder.ns, &seeder.iface, &caps).unwrap();
+
+    let mut t = tracker.ns.command("opentracker");
+    t.args(["-i", &tracker.addr, "-p", "6969", "-P", "6969", "-d"])
+        .arg(&tdir)
+        .args(["-w", "whitelist.txt"]);
+    procs.push(Child::spawn("opentracker", t, &dir.path().join("tracker.log")).unwrap());
+    let mut s = seeder.ns.command("/usr/bin/python3");
+    s.args(["-c", LT_SEED])
+        .arg(&torrent)
+        .arg(&seed_dir)
+        .arg(format!("{}:6881", seeder.addr));
+    let seeder_log = dir.path().join("seeder.log");
+    procs.push(Child::spawn("libtorrent seeder", s, &seeder_log).unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+
+    // the download: the magnet link names only the tracker
+    let dl = dir.path().join("dl");
+    let mut get = client.ns.command(warren);
+    get.arg("--data-dir")
+        .arg(dir.path().join("client"))
+        .arg("--socket")
+        .arg(dir.path().join("client.sock"))
+        .arg("--download-dir")
+        .arg(&dl);
+    for d in &descs {
+        get.arg("--bootstrap").arg(d);
+    }
+    get.args(["get", "--no-tui", "--hops", "3", &magnet]);
+    let get_log = dir.path().join("get.log");
+    let mut g = Child::spawn("warren get", get, &get_log).unwrap();
+    let status = g.wait_timeout(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&get_log).unwrap_or_default();
+    assert_eq!(status, Some(Some(0)), "warren get did not succeed:\n{log}");
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
+
+    std::thread::sleep(Duration::from_millis(300));
+    let pc = cap_client.stop().unwrap();
+    let pt = cap_tracker.stop().unwrap();
+    let ps = cap_seeder.stop().unwrap();
+
+    // 1. everything the client sent went to an overlay node's link port
+    let links: Vec<String> = relays
+        .iter()
+        .chain(std::iter::once(&exit))
+        .map(|h| format!("{}.7700", h.addr))
+        .collect();
+    let sent = capture::destinations_from(&pc, &format!("{}.", client.addr));
+    assert!(!sent.is_empty(), "the capture saw nothing from the client");
+    for d in &sent {
+        assert!(links.contains(d), "the client sent a packet to {d}, which is not an overlay link port");
+    }
+    // 2. the tracker and the seeder never received a packet from the client's address
+    let client_src = format!("{}.", client.addr);
+    assert!(!pt.iter().any(|p| p.src.starts_with(&client_src)), "the tracker saw the client");
+    assert!(!ps.iter().any(|p| p.src.starts_with(&client_src)), "the seeder saw the client");
+    // 3. and they did see the exit (the swarm was reached through it)
+    let exit_src = format!("{}.", exit.addr);
+    assert!(pt.iter().any(|p| p.src.starts_with(&exit_src)), "the tracker never saw the exit");
+    assert!(ps.iter().any(|p| p.src.starts_with(&exit_src)), "the seeder never saw the exit");
+    let peers = std::fs::read_to_string(&seeder_log).unwrap_or_default();
+    assert!(!peers.contains(&client.addr), "libtorrent lists the client as a peer:\n{peers}");
+}
