@@ -440,17 +440,32 @@ impl ClientCirc {
         let me = self.clone();
         let pump = tokio::spawn(async move {
             // Coalesces small writes queued meanwhile into one cell (fewer padded cells).
+            // Up-channel items: Some(bytes) data, None shutdown (half-close: END(DONE)); the
+            // channel closing (stream dropped) sends a full close (END(MISC)).
             let mut pending: Option<Bytes> = None;
-            let mut ended = false;
+            let mut shutdown = false;
+            let mut dropped = false;
             let mut buf = Vec::with_capacity(RELAY_DATA_MAX);
-            while !ended {
+            loop {
                 let first = match pending.take() {
-                    Some(b) => Some(b),
-                    None => up_rx.recv().await.flatten(),
+                    Some(b) => Some(Some(b)),
+                    None => up_rx.recv().await,
                 };
-                let Some(first) = first else { break };
-                buf.clear();
-                buf.extend_from_slice(&first);
+                match first {
+                    None => break,
+                    Some(None) => {
+                        if !shutdown {
+                            shutdown = true;
+                            let end = cell::encode_end(reason::DONE, "");
+                            let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
+                        }
+                        continue;
+                    }
+                    Some(Some(b)) => {
+                        buf.clear();
+                        buf.extend_from_slice(&b);
+                    }
+                }
                 while buf.len() < RELAY_DATA_MAX {
                     match up_rx.try_recv() {
                         Ok(Some(more)) => {
@@ -463,8 +478,14 @@ impl ClientCirc {
                                 break;
                             }
                         }
-                        Ok(None) | Err(mpsc::error::TryRecvError::Disconnected) => {
-                            ended = true;
+                        Ok(None) => {
+                            // shutdown after this data: handled on the next turn
+                            pending = None;
+                            shutdown_after(&mut shutdown);
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            dropped = true;
                             break;
                         }
                         Err(mpsc::error::TryRecvError::Empty) => break,
@@ -475,16 +496,19 @@ impl ClientCirc {
                 };
                 p1.forget();
                 p2.forget();
-                if me
-                    .send_to_hop(me.last_hop(), rcmd::DATA, sid, &buf)
-                    .await
-                    .is_err()
-                {
+                if me.send_to_hop(me.last_hop(), rcmd::DATA, sid, &buf).await.is_err() {
                     return;
                 }
                 me.bytes_up.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                if shutdown {
+                    let end = cell::encode_end(reason::DONE, "");
+                    let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
+                }
+                if dropped {
+                    break;
+                }
             }
-            let end = cell::encode_end(reason::DONE, "");
+            let end = cell::encode_end(reason::MISC, "stream closed by the client");
             let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
         });
         lock(&self.tasks).push(pump.abort_handle());

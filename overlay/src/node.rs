@@ -137,7 +137,8 @@ struct CircState {
 }
 
 struct ExitStream {
-    data_tx: mpsc::Sender<Bytes>,
+    /// None after the client half-closed (END with reason DONE).
+    data_tx: Option<mpsc::Sender<Bytes>>,
     window: Arc<Semaphore>,
 }
 
@@ -681,7 +682,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
                 st.streams.insert(
                     sid,
                     ExitStream {
-                        data_tx: tx,
+                        data_tx: Some(tx),
                         window: window.clone(),
                     },
                 );
@@ -699,7 +700,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
                 let sendme = st.fwd_window.on_consume();
-                (st.streams.get(&sid).map(|s| s.data_tx.clone()), sendme)
+                (st.streams.get(&sid).and_then(|s| s.data_tx.clone()), sendme)
             };
             if let Some(tx) = tx {
                 if tx.try_send(Bytes::copy_from_slice(msg.data)).is_err() {
@@ -722,10 +723,18 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             }
         }
         rcmd::END => {
-            lock(&circ.st).streams.remove(&sid);
-            if let Some(u) = lock(&circ.st).udp.remove(&sid) {
-                drop(u);
+            // END(DONE) = the client finished writing (half-close: keep sending to it);
+            // any other reason = the client dropped the stream.
+            let (why, _) = cell::decode_end(msg.data);
+            let mut st = lock(&circ.st);
+            if why == reason::DONE {
+                if let Some(s) = st.streams.get_mut(&sid) {
+                    s.data_tx = None;
+                }
+            } else if let Some(s) = st.streams.remove(&sid) {
+                s.window.close();
             }
+            st.udp.remove(&sid);
         }
         rcmd::SENDME => {
             if sid == 0 {

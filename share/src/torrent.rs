@@ -842,6 +842,9 @@ impl Torrent {
                 g.send(k, &Message::Have(index));
                 if complete {
                     g.update_interest(k);
+                } else {
+                    // the disk caught up: requests may have been held back
+                    g.fill_requests(k);
                 }
             }
             if complete {
