@@ -451,6 +451,7 @@ impl ClientCirc {
                     Some(b) => Some(Some(b)),
                     None => up_rx.recv().await,
                 };
+                let mut half_now = false;
                 match first {
                     None => break,
                     Some(None) => {
@@ -479,9 +480,7 @@ impl ClientCirc {
                             }
                         }
                         Ok(None) => {
-                            // shutdown after this data: handled on the next turn
-                            pending = None;
-                            shutdown_after(&mut shutdown);
+                            half_now = true;
                             break;
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -496,11 +495,16 @@ impl ClientCirc {
                 };
                 p1.forget();
                 p2.forget();
-                if me.send_to_hop(me.last_hop(), rcmd::DATA, sid, &buf).await.is_err() {
+                if me
+                    .send_to_hop(me.last_hop(), rcmd::DATA, sid, &buf)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 me.bytes_up.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                if shutdown {
+                if half_now && !shutdown {
+                    shutdown = true;
                     let end = cell::encode_end(reason::DONE, "");
                     let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
                 }

@@ -86,6 +86,8 @@ async fn circuits_of_1_2_3_hops_carry_tcp_udp_and_resolve() {
             });
             client.fill_pool().await.unwrap();
             echo_roundtrip(&client, tcp, 1, 300_000).await.unwrap();
+            // more than a stream window (2 MiB) echoed after the client half-closed
+            echo_roundtrip(&client, tcp, 1, 5_000_000).await.unwrap();
             let d = client.datagram(IsolationKey(1)).await.unwrap();
             d.send_to(b"udp hello", &Target::Addr(udp)).await.unwrap();
             let mut buf = [0u8; 64];
