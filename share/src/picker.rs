@@ -168,9 +168,9 @@ impl Picker {
 
     /// Whether endgame applies: every missing block is requested or received.
     pub fn in_endgame(&self) -> bool {
-        let open_new = (0..self.num_pieces())
-            .any(|i| !self.have.get(i) && !self.partial.contains_key(&(i as u32)));
-        if open_new {
+        // have and partial are disjoint: fewer than all pieces between them means some piece
+        // was never opened.
+        if self.have.count_ones() + self.partial.len() < self.num_pieces() {
             return false;
         }
         !self
@@ -225,7 +225,7 @@ impl Picker {
             }
         }
         // 3. Endgame: duplicate blocks others have in flight, a few at a time.
-        if out.len() == start && self.in_endgame() {
+        if out.len() == start && self.hashing < self.max_hashing && self.in_endgame() {
             let limit = max.min(8);
             let mut keys: Vec<u32> = self
                 .partial

@@ -30,7 +30,17 @@ impl Capture {
         let mut cmd = ns.command("tcpdump");
         // -Z root: tcpdump would otherwise drop to its own user and fail to write into a 0700 tempdir.
         // --immediate-mode: without it packets wait in a ring block that is lost when we stop it.
-        cmd.args(["-i", iface, "-n", "-U", "--immediate-mode", "-Z", "root", "-w"]).arg(&file);
+        cmd.args([
+            "-i",
+            iface,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(&file);
         let child = Child::spawn("tcpdump", cmd, &log)?;
         // tcpdump says "listening on" once the capture is live
         let live = wait_until(Duration::from_secs(5), || {
@@ -76,7 +86,11 @@ impl Capture {
 pub fn parse(text: &str) -> Vec<Packet> {
     let mut v = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.split(" IP6 ").nth(1).or_else(|| line.split(" IP ").nth(1)) else {
+        let Some(rest) = line
+            .split(" IP6 ")
+            .nth(1)
+            .or_else(|| line.split(" IP ").nth(1))
+        else {
             continue;
         };
         let mut parts = rest.splitn(3, ' ');

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn ip(args: &[&str]) -> io::Result<Output> {
-    let out = Command::new("ip").args(args).stdin(Stdio::null()).output()?;
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
             "ip {}: {}",
@@ -126,7 +129,9 @@ impl Veth {
         if !crate::proc::wait_until(std::time::Duration::from_secs(5), || {
             up(a, &a_if) && up(b, &b_if)
         }) {
-            return Err(io::Error::other(format!("veth {a_if}/{b_if} did not come up")));
+            return Err(io::Error::other(format!(
+                "veth {a_if}/{b_if} did not come up"
+            )));
         }
         Ok(Veth {
             a_if,

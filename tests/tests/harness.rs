@@ -25,6 +25,12 @@ fn netns_veth_and_capture_work_and_clean_up() {
         let dests = capture::destinations_from(&pkts, &format!("{}.", v.a_addr));
         assert!(dests.contains(&format!("{}.9999", v.b_addr)), "{pkts:?}");
     }
-    let list = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&list.stdout).contains(&name), "namespace left behind");
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&name),
+        "namespace left behind"
+    );
 }

@@ -143,7 +143,15 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             no_tui,
         } => runtime()?.block_on(async {
             let mut stdout = std::io::stdout();
-            crate::node::run::get(&cfg, &magnet, hops, dir, crate::dash::want_tui(no_tui), &mut stdout).await
+            crate::node::run::get(
+                &cfg,
+                &magnet,
+                hops,
+                dir,
+                crate::dash::want_tui(no_tui),
+                &mut stdout,
+            )
+            .await
         }),
         Command::Seed { .. } => Err(not_wired("seed")),
         Command::Make {
@@ -159,7 +167,9 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             cmd,
         } => {
             if system.is_some() {
-                return Err(not_wired("tunnel --system (the library, tunnel::system, is built and tested)"));
+                return Err(not_wired(
+                    "tunnel --system (the library, tunnel::system, is built and tested)",
+                ));
             }
             if !matches!(via, crate::cli::Via::Overlay | crate::cli::Via::Auto) {
                 return Err(not_wired("tunnel --via tor (issue 7)"));
@@ -261,6 +271,82 @@ pub fn status_text(s: &StatusSnapshot) -> String {
     o
 }
 
+/// `warren make`: hashes PATH into a .torrent and prints where it went and its magnet link.
+fn make(
+    path: &Path,
+    output: Option<PathBuf>,
+    trackers: Vec<String>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let opts = share::make::MakeOptions {
+        trackers,
+        ..Default::default()
+    };
+    let made = share::make::make_torrent(path, &opts)
+        .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
+    let output =
+        output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", made.metainfo.info.name)));
+    std::fs::write(&output, &made.torrent_bytes)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    writeln!(out, "wrote {}", output.display())?;
+    writeln!(out, "info-hash {}", made.metainfo.info_hash)?;
+    writeln!(out, "{}", made.magnet.to_uri())?;
+    Ok(())
+}
+
+/// `warren bench`: runs a benchmark in this process and prints its figures.
+fn bench(what: crate::cli::BenchKind, hops: u8, size: u64, out: &mut dyn Write) -> Result<()> {
+    use crate::cli::BenchKind;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match what {
+        BenchKind::Circuit => {
+            let opts = overlay::bench::BenchOpts {
+                hops: usize::from(hops),
+                bytes: size,
+                ..Default::default()
+            };
+            let report = rt
+                .block_on(overlay::bench::circuit(opts))
+                .map_err(|e| anyhow!("circuit benchmark failed: {e}"))?;
+            writeln!(out, "{report}")?;
+            Ok(())
+        }
+        BenchKind::Tunnel => {
+            // a real in-process overlay: relays and an exit that may reach the loopback sink
+            let report = rt.block_on(async {
+                let net = overlay::testnet::Testnet::builder()
+                    .relays(2)
+                    .exits(1)
+                    .build()
+                    .await
+                    .context("cannot start the in-process network")?;
+                let client = net.client(overlay::ClientConfig {
+                    hops: usize::from(hops),
+                    ..overlay::ClientConfig::default()
+                });
+                let provider: std::sync::Arc<dyn overlay::AnonProvider> =
+                    std::sync::Arc::new(client);
+                tunnel::bench::run(provider, size, tunnel::TunnelConfig::default())
+                    .await
+                    .map_err(|e| {
+                        anyhow!("tunnel benchmark failed (it needs root and /dev/net/tun): {e}")
+                    })
+            })?;
+            writeln!(
+                out,
+                "tunnel over {hops}-hop circuits ({}), {} MB\n  raw circuit  {:.1} MB/s\n  through tun  {:.1} MB/s ({:.0}% of raw)",
+                report.provider,
+                report.bytes / 1_000_000,
+                report.raw_mb_s,
+                report.tunnel_mb_s,
+                report.ratio * 100.0
+            )?;
+            Ok(())
+        }
+        other => Err(not_wired(&format!("bench {other:?}").to_lowercase())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +421,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad magnet link"), "{e}");
-        let e = run(&["warren", "node", "--dht"], &p).unwrap_err().to_string();
+        let e = run(&["warren", "node", "--dht"], &p)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not wired yet"), "{e}");
         let e = run(&["warren", "open", "magnet:?xt=urn:btih:00"], &p)
             .unwrap_err()
@@ -343,72 +431,5 @@ mod tests {
         assert!(e.contains("not wired yet"), "{e}");
         let e = run(&["warren", "status"], &p).unwrap_err().to_string();
         assert!(e.contains("no warren node is running"), "{e}");
-    }
-}
-
-/// `warren make`: hashes PATH into a .torrent and prints where it went and its magnet link.
-fn make(path: &Path, output: Option<PathBuf>, trackers: Vec<String>, out: &mut dyn Write) -> Result<()> {
-    let opts = share::make::MakeOptions {
-        trackers,
-        ..Default::default()
-    };
-    let made = share::make::make_torrent(path, &opts)
-        .with_context(|| format!("cannot make a torrent of {}", path.display()))?;
-    let output = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", made.metainfo.info.name)));
-    std::fs::write(&output, &made.torrent_bytes)
-        .with_context(|| format!("cannot write {}", output.display()))?;
-    writeln!(out, "wrote {}", output.display())?;
-    writeln!(out, "info-hash {}", made.metainfo.info_hash)?;
-    writeln!(out, "{}", made.magnet.to_uri())?;
-    Ok(())
-}
-
-/// `warren bench`: runs a benchmark in this process and prints its figures.
-fn bench(what: crate::cli::BenchKind, hops: u8, size: u64, out: &mut dyn Write) -> Result<()> {
-    use crate::cli::BenchKind;
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match what {
-        BenchKind::Circuit => {
-            let opts = overlay::bench::BenchOpts {
-                hops: usize::from(hops),
-                bytes: size,
-                ..Default::default()
-            };
-            let report = rt
-                .block_on(overlay::bench::circuit(opts))
-                .map_err(|e| anyhow!("circuit benchmark failed: {e}"))?;
-            writeln!(out, "{report}")?;
-            Ok(())
-        }
-        BenchKind::Tunnel => {
-            // a real in-process overlay: relays and an exit that may reach the loopback sink
-            let report = rt.block_on(async {
-                let net = overlay::testnet::Testnet::builder()
-                    .relays(2)
-                    .exits(1)
-                    .build()
-                    .await
-                    .context("cannot start the in-process network")?;
-                let client = net.client(overlay::ClientConfig {
-                    hops: usize::from(hops),
-                    ..overlay::ClientConfig::default()
-                });
-                let provider: std::sync::Arc<dyn overlay::AnonProvider> = std::sync::Arc::new(client);
-                tunnel::bench::run(provider, size, tunnel::TunnelConfig::default())
-                    .await
-                    .map_err(|e| anyhow!("tunnel benchmark failed (it needs root and /dev/net/tun): {e}"))
-            })?;
-            writeln!(
-                out,
-                "tunnel over {hops}-hop circuits ({}), {} MB\n  raw circuit  {:.1} MB/s\n  through tun  {:.1} MB/s ({:.0}% of raw)",
-                report.provider,
-                report.bytes / 1_000_000,
-                report.raw_mb_s,
-                report.tunnel_mb_s,
-                report.ratio * 100.0
-            )?;
-            Ok(())
-        }
-        other => Err(not_wired(&format!("bench {other:?}").to_lowercase())),
     }
 }

@@ -24,7 +24,10 @@ fn make_writes_a_torrent_and_prints_its_magnet() {
     let magnet_line = stdout.lines().find(|l| l.starts_with("magnet:?")).unwrap();
     let magnet = share::magnet::Magnet::parse(magnet_line).unwrap();
     assert_eq!(magnet.info_hash, Some(meta.info_hash));
-    assert_eq!(magnet.trackers, vec!["http://127.0.0.1:6969/announce".to_string()]);
+    assert_eq!(
+        magnet.trackers,
+        vec!["http://127.0.0.1:6969/announce".to_string()]
+    );
 }
 
 #[test]
@@ -35,5 +38,8 @@ fn make_of_a_missing_path_fails_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent/warren-test-path") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/warren-test-path") && err.contains("No such file"),
+        "{err}"
+    );
 }

@@ -16,8 +16,15 @@ fn demo_without_tui_downloads_byte_identical_through_three_hops() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("downloading through 3-hop circuits"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("downloading through 3-hop circuits"),
+        "{stdout}"
+    );
     assert!(stdout.contains("content byte-identical"), "{stdout}");
 }
 
@@ -38,7 +45,9 @@ fn demo_dashboard_in_a_real_terminal() {
     t.wait_for("warren-demo.bin", Duration::from_secs(60));
     let screen = t.wait_for("seeding", Duration::from_secs(120));
     assert!(
-        screen.iter().any(|l| l.contains("warren-demo.bin") && l.contains("100")),
+        screen
+            .iter()
+            .any(|l| l.contains("warren-demo.bin") && l.contains("100")),
         "{}",
         screen.join("\n")
     );
@@ -54,7 +63,11 @@ fn demo_dashboard_in_a_real_terminal() {
             .iter()
             .any(|l| l.contains("warren-demo-2.bin") && l.contains("seeding"))
     });
-    assert!(ok, "second transfer did not complete:\n{}", t.screen().join("\n"));
+    assert!(
+        ok,
+        "second transfer did not complete:\n{}",
+        t.screen().join("\n")
+    );
     // the Circuits tab lists open circuits of three hops
     t.keys(&["2"]);
     let screen = t.wait_for("open", Duration::from_secs(10));

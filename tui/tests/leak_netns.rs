@@ -37,7 +37,8 @@ struct Host {
 fn host(router: &Netns, tag: &str, subnet: u8) -> Host {
     let ns = Netns::new(tag).unwrap();
     let v = Veth::connect(router, &ns, subnet).unwrap();
-    ns.ip(&["route", "add", "default", "via", &v.a_addr]).unwrap();
+    ns.ip(&["route", "add", "default", "via", &v.a_addr])
+        .unwrap();
     Host {
         ns,
         addr: v.b_addr,
@@ -67,12 +68,18 @@ fn tools_present() -> bool {
 #[test]
 fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
     if !tools_present() {
-        eprintln!("SKIP: needs root, tcpdump, opentracker and python3-libtorrent (.ci/run installs them)");
+        eprintln!(
+            "SKIP: needs root, tcpdump, opentracker and python3-libtorrent (.ci/run installs them)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     // opentracker drops to `nobody`: its whitelist must be readable by it
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let warren = env!("CARGO_BIN_EXE_warren");
 
     let router = Netns::new("r").unwrap();
@@ -90,7 +97,11 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
         let d = dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&d).unwrap();
         // a test network: the exit may reach the private addresses of these namespaces
-        std::fs::write(d.join("config.toml"), "[exit_policy]\nallow_private = true\n").unwrap();
+        std::fs::write(
+            d.join("config.toml"),
+            "[exit_policy]\nallow_private = true\n",
+        )
+        .unwrap();
         let mut c = h.ns.command(warren);
         c.arg("--config")
             .arg(d.join("config.toml"))
@@ -106,13 +117,19 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
         descs.push(d.join("data").join("descriptor"));
     }
     for d in &descs {
-        assert!(wait_file(d, Duration::from_secs(20)), "no descriptor at {}", d.display());
+        assert!(
+            wait_file(d, Duration::from_secs(20)),
+            "no descriptor at {}",
+            d.display()
+        );
     }
 
     // content, torrent with the tracker, tracker whitelist
     let seed_dir = dir.path().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
-    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    let data: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
     std::fs::write(seed_dir.join("payload.bin"), &data).unwrap();
     let torrent = dir.path().join("payload.torrent");
     let announce = format!("http://{}:6969/announce", tracker.addr);
@@ -126,7 +143,11 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let magnet = stdout.lines().find(|l| l.starts_with("magnet:")).unwrap().to_string();
+    let magnet = stdout
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap()
+        .to_string();
     let ih = stdout
         .lines()
         .find_map(|l| l.strip_prefix("info-hash "))
@@ -192,16 +213,34 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
     let sent = capture::destinations_from(&pc, &format!("{}.", client.addr));
     assert!(!sent.is_empty(), "the capture saw nothing from the client");
     for d in &sent {
-        assert!(links.contains(d), "the client sent a packet to {d}, which is not an overlay link port");
+        assert!(
+            links.contains(d),
+            "the client sent a packet to {d}, which is not an overlay link port"
+        );
     }
     // 2. the tracker and the seeder never received a packet from the client's address
     let client_src = format!("{}.", client.addr);
-    assert!(!pt.iter().any(|p| p.src.starts_with(&client_src)), "the tracker saw the client");
-    assert!(!ps.iter().any(|p| p.src.starts_with(&client_src)), "the seeder saw the client");
+    assert!(
+        !pt.iter().any(|p| p.src.starts_with(&client_src)),
+        "the tracker saw the client"
+    );
+    assert!(
+        !ps.iter().any(|p| p.src.starts_with(&client_src)),
+        "the seeder saw the client"
+    );
     // 3. and they did see the exit (the swarm was reached through it)
     let exit_src = format!("{}.", exit.addr);
-    assert!(pt.iter().any(|p| p.src.starts_with(&exit_src)), "the tracker never saw the exit");
-    assert!(ps.iter().any(|p| p.src.starts_with(&exit_src)), "the seeder never saw the exit");
+    assert!(
+        pt.iter().any(|p| p.src.starts_with(&exit_src)),
+        "the tracker never saw the exit"
+    );
+    assert!(
+        ps.iter().any(|p| p.src.starts_with(&exit_src)),
+        "the seeder never saw the exit"
+    );
     let peers = std::fs::read_to_string(&seeder_log).unwrap_or_default();
-    assert!(!peers.contains(&client.addr), "libtorrent lists the client as a peer:\n{peers}");
+    assert!(
+        !peers.contains(&client.addr),
+        "libtorrent lists the client as a peer:\n{peers}"
+    );
 }

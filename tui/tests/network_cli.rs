@@ -90,13 +90,19 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
         descs.push(d);
     }
     for d in &descs {
-        assert!(wait_file(d, Duration::from_secs(20)), "node did not write {}", d.display());
+        assert!(
+            wait_file(d, Duration::from_secs(20)),
+            "node did not write {}",
+            d.display()
+        );
     }
 
     // content and torrent
     let seed_dir = dir.path().join("seed");
     std::fs::create_dir_all(&seed_dir).unwrap();
-    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(seed_dir.join("payload.bin"), &data).unwrap();
     let torrent = dir.path().join("payload.torrent");
     let out = warren()
@@ -115,7 +121,11 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
         .to_string();
 
     // a real libtorrent seeder on loopback
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let lt_log = std::fs::File::create(dir.path().join("lt.log")).unwrap();
     let _seeder = Proc(
         Command::new("/usr/bin/python3")
@@ -143,21 +153,41 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
         get.arg("--bootstrap").arg(d);
     }
     get.args(["get", "--no-tui", "--hops", "3", &link]);
-    let child = Proc(get.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let child = Proc(
+        get.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let t0 = Instant::now();
     let mut child = child;
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "warren get did not finish in 120 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "warren get did not finish in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut stdout = String::new();
     let mut stderr = String::new();
     use std::io::Read;
-    child.0.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert!(status.success(), "warren get failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("complete and verified"), "{stdout}");
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
@@ -165,7 +195,10 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
 
 #[test]
 fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
-    let out = warren().args(["get", "--no-tui", "magnet:?xt=urn:btih:zz"]).output().unwrap();
+    let out = warren()
+        .args(["get", "--no-tui", "magnet:?xt=urn:btih:zz"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad magnet link"), "{err}");
@@ -174,7 +207,11 @@ fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
     let out = warren()
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["get", "--no-tui", "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"])
+        .args([
+            "get",
+            "--no-tui",
+            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -185,7 +222,11 @@ fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--bootstrap", "10.1.2.3:7700"])
-        .args(["get", "--no-tui", "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"])
+        .args([
+            "get",
+            "--no-tui",
+            "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

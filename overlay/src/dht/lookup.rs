@@ -217,7 +217,10 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn contact(id: Key) -> Contact {
-        Contact { id, descriptor: vec![] }
+        Contact {
+            id,
+            descriptor: vec![],
+        }
     }
 
     /// A simulated network of DHT servers that all know a random subset of each other.
@@ -284,17 +287,38 @@ mod tests {
         let now = 10_000;
         let key = Key([0x17; 32]);
         // STORE at the K closest found by a node lookup
-        let mut l = Lookup::new(key, LookupKind::Node, vec![contact(servers[5].id())], Duration::from_secs(1));
+        let mut l = Lookup::new(
+            key,
+            LookupKind::Node,
+            vec![contact(servers[5].id())],
+            Duration::from_secs(1),
+        );
         run(&mut servers, &mut l, now, &[]);
-        let rec = Record::sign(&SigningKey::from_bytes(&[3; 32]), key, RecordKind::Swarm, 1, now + 100, vec![1, 2]);
+        let rec = Record::sign(
+            &SigningKey::from_bytes(&[3; 32]),
+            key,
+            RecordKind::Swarm,
+            1,
+            now + 100,
+            vec![1, 2],
+        );
         for c in l.outcome().closest {
             let s = servers.iter_mut().find(|s| s.id() == c.id).unwrap();
             assert_eq!(s.handle(Request::Store(rec.clone()), now), Response::Stored);
         }
         // a third of the holders die; the value is still found from another entry point
-        let mut holders: Vec<Key> = servers.iter().filter(|s| !s.store().is_empty()).map(|s| s.id()).collect();
+        let mut holders: Vec<Key> = servers
+            .iter()
+            .filter(|s| !s.store().is_empty())
+            .map(|s| s.id())
+            .collect();
         holders.truncate(K / 3);
-        let mut v = Lookup::new(key, LookupKind::Value, vec![contact(servers[77].id())], Duration::from_secs(1));
+        let mut v = Lookup::new(
+            key,
+            LookupKind::Value,
+            vec![contact(servers[77].id())],
+            Duration::from_secs(1),
+        );
         run(&mut servers, &mut v, now, &holders);
         let out = v.outcome();
         assert_eq!(out.records.len(), 1);
@@ -304,7 +328,12 @@ mod tests {
     #[test]
     fn timeouts_fail_requests() {
         let target = Key([1; 32]);
-        let mut l = Lookup::new(target, LookupKind::Node, vec![contact(Key([2; 32]))], Duration::from_millis(100));
+        let mut l = Lookup::new(
+            target,
+            LookupKind::Node,
+            vec![contact(Key([2; 32]))],
+            Duration::from_millis(100),
+        );
         let t0 = Instant::now();
         assert_eq!(l.poll(t0).len(), 1);
         assert!(!l.is_done());
@@ -316,7 +345,12 @@ mod tests {
 
     #[test]
     fn unsolicited_responses_are_ignored() {
-        let mut l = Lookup::new(Key([1; 32]), LookupKind::Node, vec![contact(Key([2; 32]))], Duration::from_secs(1));
+        let mut l = Lookup::new(
+            Key([1; 32]),
+            LookupKind::Node,
+            vec![contact(Key([2; 32]))],
+            Duration::from_secs(1),
+        );
         l.on_response(&Key([9; 32]), Response::Nodes(vec![contact(Key([3; 32]))]));
         // the contact was never asked: nothing was added
         assert_eq!(l.poll(Instant::now()).len(), 1);

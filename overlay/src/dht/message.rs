@@ -52,9 +52,15 @@ pub enum Request {
 pub enum Response {
     Pong,
     Nodes(Vec<Contact>),
-    Values { records: Vec<Record>, closer: Vec<Contact> },
+    Values {
+        records: Vec<Record>,
+        closer: Vec<Contact>,
+    },
     Stored,
-    Error { code: u16, reason: String },
+    Error {
+        code: u16,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +89,11 @@ pub enum DhtError {
     #[error("DHT message has {0} trailing bytes")]
     Trailing(usize),
     #[error("DHT {what} over limit: {got} > {max}")]
-    Limit { what: &'static str, got: usize, max: usize },
+    Limit {
+        what: &'static str,
+        got: usize,
+        max: usize,
+    },
     #[error("DHT error reason is not UTF-8")]
     Utf8,
     #[error("unknown record kind {0}")]
@@ -256,8 +266,14 @@ impl Message {
         let kind = r.u8("kind")?;
         let txid = r.u64("transaction id")?;
         let m = match kind {
-            1 => Message::Request { txid, req: Request::Ping },
-            2 => Message::Response { txid, resp: Response::Pong },
+            1 => Message::Request {
+                txid,
+                req: Request::Ping,
+            },
+            2 => Message::Response {
+                txid,
+                resp: Response::Pong,
+            },
             3 => Message::Request {
                 txid,
                 req: Request::FindNode(Key(r.array32("target")?)),
@@ -287,7 +303,10 @@ impl Message {
                 txid,
                 req: Request::Store(Record::decode(&mut r)?),
             },
-            8 => Message::Response { txid, resp: Response::Stored },
+            8 => Message::Response {
+                txid,
+                resp: Response::Stored,
+            },
             9 => {
                 let code = r.u16("error code")?;
                 let len = r.u16("reason length")? as usize;
@@ -329,20 +348,47 @@ mod tests {
         let sk = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
         let rec = Record::sign(&sk, Key([1; 32]), RecordKind::Swarm, 3, 1_000, vec![5; 100]);
         let msgs = vec![
-            Message::Request { txid: 1, req: Request::Ping },
-            Message::Request { txid: 2, req: Request::FindNode(Key([3; 32])) },
-            Message::Request { txid: 3, req: Request::FindValue(Key([4; 32])) },
-            Message::Request { txid: 4, req: Request::Store(rec.clone()) },
-            Message::Response { txid: 5, resp: Response::Pong },
-            Message::Response { txid: 6, resp: Response::Nodes(vec![contact(1), contact(2)]) },
+            Message::Request {
+                txid: 1,
+                req: Request::Ping,
+            },
+            Message::Request {
+                txid: 2,
+                req: Request::FindNode(Key([3; 32])),
+            },
+            Message::Request {
+                txid: 3,
+                req: Request::FindValue(Key([4; 32])),
+            },
+            Message::Request {
+                txid: 4,
+                req: Request::Store(rec.clone()),
+            },
+            Message::Response {
+                txid: 5,
+                resp: Response::Pong,
+            },
+            Message::Response {
+                txid: 6,
+                resp: Response::Nodes(vec![contact(1), contact(2)]),
+            },
             Message::Response {
                 txid: 7,
-                resp: Response::Values { records: vec![rec], closer: vec![contact(3)] },
+                resp: Response::Values {
+                    records: vec![rec],
+                    closer: vec![contact(3)],
+                },
             },
-            Message::Response { txid: 8, resp: Response::Stored },
+            Message::Response {
+                txid: 8,
+                resp: Response::Stored,
+            },
             Message::Response {
                 txid: 9,
-                resp: Response::Error { code: code::FULL, reason: "store full".into() },
+                resp: Response::Error {
+                    code: code::FULL,
+                    reason: "store full".into(),
+                },
             },
         ];
         for m in msgs {
@@ -353,22 +399,47 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_reasons() {
-        assert!(matches!(Message::decode(&[]), Err(DhtError::Truncated { .. })));
-        assert_eq!(Message::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 0]), Err(DhtError::Version(2)));
-        assert_eq!(Message::decode(&[1, 99, 0, 0, 0, 0, 0, 0, 0, 0]), Err(DhtError::Kind(99)));
-        let mut ping = Message::Request { txid: 1, req: Request::Ping }.encode();
+        assert!(matches!(
+            Message::decode(&[]),
+            Err(DhtError::Truncated { .. })
+        ));
+        assert_eq!(
+            Message::decode(&[2, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DhtError::Version(2))
+        );
+        assert_eq!(
+            Message::decode(&[1, 99, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DhtError::Kind(99))
+        );
+        let mut ping = Message::Request {
+            txid: 1,
+            req: Request::Ping,
+        }
+        .encode();
         ping.push(0);
         assert_eq!(Message::decode(&ping), Err(DhtError::Trailing(1)));
         // a NODES reply claiming 200 contacts is refused before allocating
         let mut b = vec![1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 200];
         b.extend_from_slice(&[0; 10]);
-        assert!(matches!(Message::decode(&b), Err(DhtError::Limit { what: "contacts", .. })));
+        assert!(matches!(
+            Message::decode(&b),
+            Err(DhtError::Limit {
+                what: "contacts",
+                ..
+            })
+        ));
         // a descriptor length beyond the remaining bytes
         let mut b = vec![1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         b.extend_from_slice(&[0; 32]);
         b.extend_from_slice(&100u16.to_be_bytes());
-        assert!(matches!(Message::decode(&b), Err(DhtError::Truncated { .. })));
-        assert!(matches!(Message::decode(&vec![1; MAX_MESSAGE + 1]), Err(DhtError::TooLarge(_))));
+        assert!(matches!(
+            Message::decode(&b),
+            Err(DhtError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Message::decode(&vec![1; MAX_MESSAGE + 1]),
+            Err(DhtError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -377,7 +448,10 @@ mod tests {
         let rec = Record::sign(&sk, Key([1; 32]), RecordKind::Swarm, 3, 1_000, vec![5; 50]);
         let m = Message::Response {
             txid: 7,
-            resp: Response::Values { records: vec![rec], closer: vec![contact(3)] },
+            resp: Response::Values {
+                records: vec![rec],
+                closer: vec![contact(3)],
+            },
         };
         let b = m.encode();
         for cut in 0..b.len() {

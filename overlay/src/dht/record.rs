@@ -213,7 +213,13 @@ impl SwarmKeys {
         let pt = entry.encode();
         // ok: encryption with a valid key and a bounded plaintext cannot fail
         let ct = cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &pt, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &pt,
+                    aad: &aad,
+                },
+            )
             .unwrap_or_default();
         let mut value = nonce.to_vec();
         value.extend_from_slice(&ct);
@@ -306,8 +312,14 @@ mod tests {
         SwarmEntry {
             service_key: [4; 32],
             intro_points: vec![
-                IntroPoint { node: Key([1; 32]), auth_key: [2; 32] },
-                IntroPoint { node: Key([3; 32]), auth_key: [5; 32] },
+                IntroPoint {
+                    node: Key([1; 32]),
+                    auth_key: [2; 32],
+                },
+                IntroPoint {
+                    node: Key([3; 32]),
+                    auth_key: [5; 32],
+                },
             ],
         }
     }
@@ -315,7 +327,14 @@ mod tests {
     #[test]
     fn signed_record_verifies_and_tampering_is_caught() {
         let sk = SigningKey::from_bytes(&[1; 32]);
-        let r = Record::sign(&sk, Key([2; 32]), RecordKind::Descriptor, 1, 5_000, b"hello".to_vec());
+        let r = Record::sign(
+            &sk,
+            Key([2; 32]),
+            RecordKind::Descriptor,
+            1,
+            5_000,
+            b"hello".to_vec(),
+        );
         r.verify(1_000).unwrap();
         let mut t = r.clone();
         t.value[0] ^= 1;
@@ -327,7 +346,14 @@ mod tests {
         t.key.0[0] ^= 1;
         assert_eq!(t.verify(1_000), Err(DhtError::BadSignature));
         assert_eq!(r.verify(5_000), Err(DhtError::Expired));
-        let far = Record::sign(&sk, Key([2; 32]), RecordKind::Descriptor, 1, 10_000_000, vec![]);
+        let far = Record::sign(
+            &sk,
+            Key([2; 32]),
+            RecordKind::Descriptor,
+            1,
+            10_000_000,
+            vec![],
+        );
         assert_eq!(far.verify(1_000), Err(DhtError::TooFarInFuture));
     }
 
@@ -350,7 +376,10 @@ mod tests {
         assert_ne!(other.location, keys.location);
         assert_eq!(other.open(&rec), Err(DhtError::Decrypt));
         // another period gives an unlinkable location
-        assert_ne!(SwarmKeys::derive(&ih, keys.period + 1).location, keys.location);
+        assert_ne!(
+            SwarmKeys::derive(&ih, keys.period + 1).location,
+            keys.location
+        );
     }
 
     #[test]
@@ -360,7 +389,14 @@ mod tests {
         let rec = keys.seal(&SigningKey::from_bytes(&[7; 32]), 1, &entry());
         // someone re-signing the same ciphertext under their own key cannot make it decrypt
         let thief = SigningKey::from_bytes(&[8; 32]);
-        let stolen = Record::sign(&thief, rec.key, rec.kind, rec.seq, rec.expires, rec.value.clone());
+        let stolen = Record::sign(
+            &thief,
+            rec.key,
+            rec.kind,
+            rec.seq,
+            rec.expires,
+            rec.value.clone(),
+        );
         assert_eq!(keys.open(&stolen), Err(DhtError::Decrypt));
     }
 
@@ -380,6 +416,9 @@ mod tests {
         let mut b = vec![1];
         b.extend_from_slice(&[0; 32]);
         b.push(200);
-        assert!(matches!(SwarmEntry::decode(&b), Err(DhtError::Limit { .. })));
+        assert!(matches!(
+            SwarmEntry::decode(&b),
+            Err(DhtError::Limit { .. })
+        ));
     }
 }

@@ -104,13 +104,29 @@ mod tests {
 
     #[test]
     fn store_find_and_reject() {
-        let mut s = DhtServer::new(Contact { id: Key([1; 32]), descriptor: vec![] }, StoreLimits::default());
+        let mut s = DhtServer::new(
+            Contact {
+                id: Key([1; 32]),
+                descriptor: vec![],
+            },
+            StoreLimits::default(),
+        );
         let key = Key([5; 32]);
-        let r = Record::sign(&SigningKey::from_bytes(&[2; 32]), key, RecordKind::Swarm, 1, 500, vec![]);
+        let r = Record::sign(
+            &SigningKey::from_bytes(&[2; 32]),
+            key,
+            RecordKind::Swarm,
+            1,
+            500,
+            vec![],
+        );
         assert_eq!(s.handle(Request::Store(r.clone()), 100), Response::Stored);
         assert_eq!(
             s.handle(Request::FindValue(key), 100),
-            Response::Values { records: vec![r.clone()], closer: vec![] }
+            Response::Values {
+                records: vec![r.clone()],
+                closer: vec![]
+            }
         );
         let mut bad = r;
         bad.seq = 9;

@@ -139,7 +139,10 @@ mod tests {
         let mut s = RecordStore::new(StoreLimits::default());
         s.put(rec(1, 1, 5000), 100, &ok).unwrap();
         s.put(rec(1, 2, 5000), 100, &ok).unwrap();
-        assert!(matches!(s.put(rec(1, 2, 5000), 100, &ok), Err(DhtError::Rejected(_))));
+        assert!(matches!(
+            s.put(rec(1, 2, 5000), 100, &ok),
+            Err(DhtError::Rejected(_))
+        ));
         assert_eq!(s.len(), 1);
         assert_eq!(s.get(&Key([1; 32]), 100)[0].seq, 2);
         s.put(rec(2, 1, 5000), 100, &ok).unwrap();
@@ -158,7 +161,10 @@ mod tests {
 
     #[test]
     fn limits_hold_and_prune_expires() {
-        let mut s = RecordStore::new(StoreLimits { per_key: 2, total: 3 });
+        let mut s = RecordStore::new(StoreLimits {
+            per_key: 2,
+            total: 3,
+        });
         s.put(rec(1, 1, 1000), 100, &ok).unwrap();
         s.put(rec(2, 1, 2000), 100, &ok).unwrap();
         // per-key full: a longer-lived record evicts the soonest-expiring one

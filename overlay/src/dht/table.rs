@@ -61,11 +61,17 @@ impl RoutingTable {
         let bucket = &mut self.buckets[i];
         if let Some(pos) = bucket.iter().position(|e| e.contact.id == c.id) {
             bucket.remove(pos);
-            bucket.push(Entry { contact: c, failures: 0 });
+            bucket.push(Entry {
+                contact: c,
+                failures: 0,
+            });
             return Insert::Updated;
         }
         if bucket.len() < K {
-            bucket.push(Entry { contact: c, failures: 0 });
+            bucket.push(Entry {
+                contact: c,
+                failures: 0,
+            });
             return Insert::Added;
         }
         let repl = &mut self.replacements[i];
@@ -88,7 +94,10 @@ impl RoutingTable {
         self.buckets[i].retain(|e| e.contact.id != *id);
         if self.buckets[i].len() < before {
             if let Some(r) = self.replacements[i].pop() {
-                self.buckets[i].push(Entry { contact: r, failures: 0 });
+                self.buckets[i].push(Entry {
+                    contact: r,
+                    failures: 0,
+                });
             }
         }
     }
@@ -128,7 +137,9 @@ impl RoutingTable {
     }
 
     pub fn contacts(&self) -> impl Iterator<Item = &Contact> {
-        self.buckets.iter().flat_map(|b| b.iter().map(|e| &e.contact))
+        self.buckets
+            .iter()
+            .flat_map(|b| b.iter().map(|e| &e.contact))
     }
 }
 
@@ -137,7 +148,10 @@ mod tests {
     use super::*;
 
     fn c(id: [u8; 32]) -> Contact {
-        Contact { id: Key(id), descriptor: vec![] }
+        Contact {
+            id: Key(id),
+            descriptor: vec![],
+        }
     }
 
     fn key_in_far_bucket(n: u8) -> [u8; 32] {
@@ -156,7 +170,12 @@ mod tests {
         }
         assert_eq!(t.insert(c(key_in_far_bucket(3))), Insert::Updated);
         let r = t.insert(c(key_in_far_bucket(200)));
-        assert_eq!(r, Insert::Full { oldest: c(key_in_far_bucket(0)) });
+        assert_eq!(
+            r,
+            Insert::Full {
+                oldest: c(key_in_far_bucket(0))
+            }
+        );
         t.evict(&Key(key_in_far_bucket(0)));
         assert!(t.get(&Key(key_in_far_bucket(200))).is_some());
         assert_eq!(t.len(), K);

@@ -78,7 +78,9 @@ impl IntroRequest {
         rendezvous_id.copy_from_slice(&b[21..53]);
         let len = u16::from_be_bytes([b[53], b[54]]) as usize;
         if b.len() != 55 + len {
-            return Err(HsError::Payload("rendezvous descriptor length does not match"));
+            return Err(HsError::Payload(
+                "rendezvous descriptor length does not match",
+            ));
         }
         Ok(IntroRequest {
             cookie,
@@ -95,7 +97,10 @@ pub struct ClientIntro {
 
 impl ClientIntro {
     /// Starts a handshake to `service_key`; returns the state and the blob for INTRODUCE1.
-    pub fn start(service_key: &[u8; 32], req: &IntroRequest) -> Result<(ClientIntro, Vec<u8>), HsError> {
+    pub fn start(
+        service_key: &[u8; 32],
+        req: &IntroRequest,
+    ) -> Result<(ClientIntro, Vec<u8>), HsError> {
         let mut hs = Builder::new(params())
             .prologue(PROLOGUE)
             .remote_public_key(service_key)
@@ -119,7 +124,10 @@ impl ClientIntro {
 
 /// The service's side: reads INTRODUCE2, returns the meeting point, the RENDEZVOUS1 blob and the
 /// session.
-pub fn service_accept(keys: &ServiceKeys, intro: &[u8]) -> Result<(IntroRequest, Vec<u8>, E2eSession), HsError> {
+pub fn service_accept(
+    keys: &ServiceKeys,
+    intro: &[u8],
+) -> Result<(IntroRequest, Vec<u8>, E2eSession), HsError> {
     let mut hs = Builder::new(params())
         .prologue(PROLOGUE)
         .local_private_key(&keys.private)
@@ -218,7 +226,10 @@ mod tests {
 
     #[test]
     fn malformed_payload_is_rejected_with_a_reason() {
-        assert!(matches!(IntroRequest::decode(&[1; 10]), Err(HsError::Payload(_))));
+        assert!(matches!(
+            IntroRequest::decode(&[1; 10]),
+            Err(HsError::Payload(_))
+        ));
         let mut b = req().encode();
         b.push(0);
         assert!(matches!(IntroRequest::decode(&b), Err(HsError::Payload(_))));

@@ -25,15 +25,32 @@ const INTRO_CONTEXT: &[u8] = b"warren-intro-v1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HsMessage {
-    EstablishIntro { auth_key: [u8; 32], sig: [u8; 64] },
+    EstablishIntro {
+        auth_key: [u8; 32],
+        sig: [u8; 64],
+    },
     IntroEstablished,
-    Introduce1 { auth_key: [u8; 32], handshake: Vec<u8> },
-    Introduce2 { handshake: Vec<u8> },
-    IntroduceAck { status: u8 },
-    EstablishRendezvous { cookie: [u8; COOKIE_LEN] },
+    Introduce1 {
+        auth_key: [u8; 32],
+        handshake: Vec<u8>,
+    },
+    Introduce2 {
+        handshake: Vec<u8>,
+    },
+    IntroduceAck {
+        status: u8,
+    },
+    EstablishRendezvous {
+        cookie: [u8; COOKIE_LEN],
+    },
     RendezvousEstablished,
-    Rendezvous1 { cookie: [u8; COOKIE_LEN], handshake: Vec<u8> },
-    Rendezvous2 { handshake: Vec<u8> },
+    Rendezvous1 {
+        cookie: [u8; COOKIE_LEN],
+        handshake: Vec<u8>,
+    },
+    Rendezvous2 {
+        handshake: Vec<u8>,
+    },
 }
 
 pub mod ack {
@@ -112,7 +129,11 @@ impl HsMessage {
     }
 
     /// Verifies an ESTABLISH_INTRO received on the circuit identified by `binding`.
-    pub fn verify_intro(auth_key: &[u8; 32], sig: &[u8; 64], binding: &[u8; 32]) -> Result<(), HsError> {
+    pub fn verify_intro(
+        auth_key: &[u8; 32],
+        sig: &[u8; 64],
+        binding: &[u8; 32],
+    ) -> Result<(), HsError> {
         let vk = VerifyingKey::from_bytes(auth_key).map_err(|_| HsError::BadIntroSignature)?;
         let mut m = INTRO_CONTEXT.to_vec();
         m.extend_from_slice(binding);
@@ -129,7 +150,10 @@ impl HsMessage {
                 o.extend_from_slice(sig);
             }
             HsMessage::IntroEstablished => o.push(2),
-            HsMessage::Introduce1 { auth_key, handshake } => {
+            HsMessage::Introduce1 {
+                auth_key,
+                handshake,
+            } => {
                 o.push(3);
                 o.extend_from_slice(auth_key);
                 put_blob(&mut o, handshake);
@@ -207,12 +231,22 @@ mod tests {
         let all = vec![
             HsMessage::establish_intro(&sk, &[7; 32]),
             HsMessage::IntroEstablished,
-            HsMessage::Introduce1 { auth_key: [1; 32], handshake: vec![9; 100] },
-            HsMessage::Introduce2 { handshake: vec![8; 10] },
-            HsMessage::IntroduceAck { status: ack::UNKNOWN_SERVICE },
+            HsMessage::Introduce1 {
+                auth_key: [1; 32],
+                handshake: vec![9; 100],
+            },
+            HsMessage::Introduce2 {
+                handshake: vec![8; 10],
+            },
+            HsMessage::IntroduceAck {
+                status: ack::UNKNOWN_SERVICE,
+            },
             HsMessage::EstablishRendezvous { cookie: [4; 20] },
             HsMessage::RendezvousEstablished,
-            HsMessage::Rendezvous1 { cookie: [5; 20], handshake: vec![1, 2, 3] },
+            HsMessage::Rendezvous1 {
+                cookie: [5; 20],
+                handshake: vec![1, 2, 3],
+            },
             HsMessage::Rendezvous2 { handshake: vec![] },
         ];
         for m in all {
@@ -234,7 +268,8 @@ mod tests {
     #[test]
     fn intro_signature_is_bound_to_the_circuit() {
         let sk = SigningKey::from_bytes(&[3; 32]);
-        let HsMessage::EstablishIntro { auth_key, sig } = HsMessage::establish_intro(&sk, &[7; 32]) else {
+        let HsMessage::EstablishIntro { auth_key, sig } = HsMessage::establish_intro(&sk, &[7; 32])
+        else {
             unreachable!()
         };
         HsMessage::verify_intro(&auth_key, &sig, &[7; 32]).unwrap();

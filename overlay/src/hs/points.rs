@@ -17,7 +17,11 @@ pub enum PointAction<C> {
     /// Send `msg` on another circuit.
     Forward { to: C, msg: HsMessage },
     /// Send `reply` back and `msg` on another circuit.
-    ForwardAndReply { to: C, msg: HsMessage, reply: HsMessage },
+    ForwardAndReply {
+        to: C,
+        msg: HsMessage,
+        reply: HsMessage,
+    },
     /// Join circuit `from` with circuit `to` (a rendezvous) after sending `msg` on `to`: from now on
     /// every relay payload arriving on one is passed to the other.
     Join { to: C, msg: HsMessage },
@@ -55,12 +59,17 @@ impl<C: Clone + Eq + Hash> IntroPointTable<C> {
                     return PointAction::Close(e);
                 }
                 if !self.by_key.contains_key(&auth_key) && self.by_key.len() >= self.max {
-                    return PointAction::Close(HsError::Handshake("introduction point full".into()));
+                    return PointAction::Close(HsError::Handshake(
+                        "introduction point full".into(),
+                    ));
                 }
                 self.by_key.insert(auth_key, from);
                 PointAction::Reply(HsMessage::IntroEstablished)
             }
-            HsMessage::Introduce1 { auth_key, handshake } => match self.by_key.get(&auth_key) {
+            HsMessage::Introduce1 {
+                auth_key,
+                handshake,
+            } => match self.by_key.get(&auth_key) {
                 Some(svc) => PointAction::ForwardAndReply {
                     to: svc.clone(),
                     msg: HsMessage::Introduce2 { handshake },
@@ -112,7 +121,9 @@ impl<C: Clone + Eq + Hash> RendezvousTable<C> {
         match msg {
             HsMessage::EstablishRendezvous { cookie } => {
                 if self.waiting.contains_key(&cookie) {
-                    return PointAction::Close(HsError::Handshake("rendezvous cookie already in use".into()));
+                    return PointAction::Close(HsError::Handshake(
+                        "rendezvous cookie already in use".into(),
+                    ));
                 }
                 if self.waiting.len() >= self.max {
                     return PointAction::Close(HsError::Handshake("rendezvous point full".into()));
@@ -125,7 +136,9 @@ impl<C: Clone + Eq + Hash> RendezvousTable<C> {
                     to: client,
                     msg: HsMessage::Rendezvous2 { handshake },
                 },
-                None => PointAction::Close(HsError::Handshake("no client waits with this cookie".into())),
+                None => PointAction::Close(HsError::Handshake(
+                    "no client waits with this cookie".into(),
+                )),
             },
             other => PointAction::Close(HsError::Handshake(format!(
                 "unexpected {} at a rendezvous point",
@@ -136,7 +149,8 @@ impl<C: Clone + Eq + Hash> RendezvousTable<C> {
 
     pub fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
-        self.waiting.retain(|_, (_, t)| now.duration_since(*t) < ttl);
+        self.waiting
+            .retain(|_, (_, t)| now.duration_since(*t) < ttl);
     }
 
     pub fn circuit_closed(&mut self, c: &C) {
@@ -179,7 +193,11 @@ mod tests {
         let now = Instant::now();
 
         assert_eq!(
-            ip.handle(SVC_INTRO, &binding, HsMessage::establish_intro(&auth, &binding)),
+            ip.handle(
+                SVC_INTRO,
+                &binding,
+                HsMessage::establish_intro(&auth, &binding)
+            ),
             PointAction::Reply(HsMessage::IntroEstablished)
         );
         let cookie = [3u8; 20];
@@ -187,22 +205,45 @@ mod tests {
             rp.handle(CLI_RP, HsMessage::EstablishRendezvous { cookie }, now),
             PointAction::Reply(HsMessage::RendezvousEstablished)
         );
-        let req = IntroRequest { cookie, rendezvous_id: [8; 32], rendezvous_descriptor: vec![] };
+        let req = IntroRequest {
+            cookie,
+            rendezvous_id: [8; 32],
+            rendezvous_descriptor: vec![],
+        };
         let (client, blob) = ClientIntro::start(&keys.public, &req).unwrap();
         let act = ip.handle(
             CLI_INTRO,
             &[0; 32],
-            HsMessage::Introduce1 { auth_key: auth.verifying_key().to_bytes(), handshake: blob },
+            HsMessage::Introduce1 {
+                auth_key: auth.verifying_key().to_bytes(),
+                handshake: blob,
+            },
         );
-        let PointAction::ForwardAndReply { to, msg: HsMessage::Introduce2 { handshake }, reply } = act else {
+        let PointAction::ForwardAndReply {
+            to,
+            msg: HsMessage::Introduce2 { handshake },
+            reply,
+        } = act
+        else {
             panic!("{act:?}")
         };
         assert_eq!(to, SVC_INTRO);
         assert_eq!(reply, HsMessage::IntroduceAck { status: ack::OK });
         let (got, reply, mut svc) = service_accept(&keys, &handshake).unwrap();
         assert_eq!(got.cookie, cookie);
-        let act = rp.handle(SVC_RP, HsMessage::Rendezvous1 { cookie: got.cookie, handshake: reply }, now);
-        let PointAction::Join { to, msg: HsMessage::Rendezvous2 { handshake } } = act else {
+        let act = rp.handle(
+            SVC_RP,
+            HsMessage::Rendezvous1 {
+                cookie: got.cookie,
+                handshake: reply,
+            },
+            now,
+        );
+        let PointAction::Join {
+            to,
+            msg: HsMessage::Rendezvous2 { handshake },
+        } = act
+        else {
             panic!("{act:?}")
         };
         assert_eq!(to, CLI_RP);
@@ -217,7 +258,10 @@ mod tests {
         let mut ip: IntroPointTable<u32> = IntroPointTable::new(1);
         // signed for another circuit
         let m = HsMessage::establish_intro(&auth, &[1; 32]);
-        assert!(matches!(ip.handle(1, &[2; 32], m), PointAction::Close(HsError::BadIntroSignature)));
+        assert!(matches!(
+            ip.handle(1, &[2; 32], m),
+            PointAction::Close(HsError::BadIntroSignature)
+        ));
         // full
         ip.handle(1, &[1; 32], HsMessage::establish_intro(&auth, &[1; 32]));
         let other = SigningKey::from_bytes(&[6; 32]);
@@ -229,14 +273,30 @@ mod tests {
         assert!(ip.is_empty());
         // unknown service
         assert_eq!(
-            ip.handle(3, &[0; 32], HsMessage::Introduce1 { auth_key: [0; 32], handshake: vec![] }),
-            PointAction::Reply(HsMessage::IntroduceAck { status: ack::UNKNOWN_SERVICE })
+            ip.handle(
+                3,
+                &[0; 32],
+                HsMessage::Introduce1 {
+                    auth_key: [0; 32],
+                    handshake: vec![]
+                }
+            ),
+            PointAction::Reply(HsMessage::IntroduceAck {
+                status: ack::UNKNOWN_SERVICE
+            })
         );
 
         let mut rp: RendezvousTable<u32> = RendezvousTable::new(4, Duration::from_secs(1));
         let now = Instant::now();
         assert!(matches!(
-            rp.handle(1, HsMessage::Rendezvous1 { cookie: [1; 20], handshake: vec![] }, now),
+            rp.handle(
+                1,
+                HsMessage::Rendezvous1 {
+                    cookie: [1; 20],
+                    handshake: vec![]
+                },
+                now
+            ),
             PointAction::Close(_)
         ));
         rp.handle(1, HsMessage::EstablishRendezvous { cookie: [1; 20] }, now);

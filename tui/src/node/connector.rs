@@ -33,7 +33,10 @@ impl Clients {
     }
 
     pub fn all(&self) -> impl Iterator<Item = (u8, &Arc<overlay::Client>)> {
-        self.by_hops.iter().enumerate().map(|(i, c)| (i as u8 + 1, c))
+        self.by_hops
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as u8 + 1, c))
     }
 }
 

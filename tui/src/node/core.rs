@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use overlay::IsolationKey;
 use share::magnet::Magnet;
-use share::session::{AddOptions, Session, SessionConfig, TorrentHandle, TorrentSource, TorrentState};
+use share::session::{
+    AddOptions, Session, SessionConfig, TorrentHandle, TorrentSource, TorrentState,
+};
 use tokio::sync::Notify;
 
 use super::connector::{Clients, OverlayConnector};
@@ -114,9 +116,9 @@ impl NodeCore {
         hops: Option<u8>,
     ) -> Result<(TransferId, TorrentHandle), ApiError> {
         let magnet = Magnet::parse(link).map_err(|e| api(format!("bad magnet link: {e}")))?;
-        let ih = magnet
-            .info_hash
-            .ok_or_else(|| api("magnet link has no btih infohash (v2-only links are not supported yet)"))?;
+        let ih = magnet.info_hash.ok_or_else(|| {
+            api("magnet link has no btih infohash (v2-only links are not supported yet)")
+        })?;
         if self
             .transfers
             .lock()
@@ -139,7 +141,8 @@ impl NodeCore {
         cfg.resume_db = Some(self.data_dir.join("resume").join(ih.to_string()));
         let session = Session::new(cfg, connector).map_err(api)?;
         let dir = dir.unwrap_or_else(|| self.download_dir.clone());
-        std::fs::create_dir_all(&dir).map_err(|e| api(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| api(format!("cannot create {}: {e}", dir.display())))?;
         let handle = session
             .add_torrent(TorrentSource::Magnet(magnet), &dir, AddOptions::default())
             .await
@@ -156,9 +159,15 @@ impl NodeCore {
         Ok((id, handle))
     }
 
-    fn with<T>(&self, id: TransferId, f: impl FnOnce(&Transfer) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    fn with<T>(
+        &self,
+        id: TransferId,
+        f: impl FnOnce(&Transfer) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let map = self.transfers.lock().map_err(api)?;
-        let t = map.get(&id).ok_or_else(|| api(format!("no transfer {id}")))?;
+        let t = map
+            .get(&id)
+            .ok_or_else(|| api(format!("no transfer {id}")))?;
         f(t)
     }
 
@@ -229,7 +238,11 @@ impl NodeCore {
             circuits,
             flows: Vec::new(),
             network,
-            log: self.log.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default(),
+            log: self
+                .log
+                .lock()
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -258,7 +271,12 @@ impl NodeApi for NodeCore {
         self.snapshot_now()
     }
 
-    async fn add(&self, magnet: String, dir: Option<PathBuf>, hops: Option<u8>) -> Result<TransferId, ApiError> {
+    async fn add(
+        &self,
+        magnet: String,
+        dir: Option<PathBuf>,
+        hops: Option<u8>,
+    ) -> Result<TransferId, ApiError> {
         self.add_magnet(&magnet, dir, hops).await.map(|(id, _)| id)
     }
 
@@ -292,7 +310,10 @@ impl NodeApi for NodeCore {
                 };
                 if let Err(e) = r {
                     if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(api(format!("removed the transfer but not its data {}: {e}", p.display())));
+                        return Err(api(format!(
+                            "removed the transfer but not its data {}: {e}",
+                            p.display()
+                        )));
                     }
                 }
             }
@@ -309,7 +330,10 @@ impl NodeApi for NodeCore {
             t.hops.store(hops, Ordering::Relaxed);
             Ok(())
         })?;
-        self.warn("node", format!("transfer {id}: new connections use {hops}-hop circuits"));
+        self.warn(
+            "node",
+            format!("transfer {id}: new connections use {hops}-hop circuits"),
+        );
         Ok(())
     }
 

@@ -109,7 +109,11 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
 
     // a swarm peer on loopback: the "clearnet" seeder, reachable only through an exit
     let content = seed_dir.join("warren-demo.bin");
-    writeln!(out, "generating {} bytes of content for the seeder", opts.size)?;
+    writeln!(
+        out,
+        "generating {} bytes of content for the seeder",
+        opts.size
+    )?;
     let (c, s) = (content.clone(), opts.size);
     tokio::task::spawn_blocking(move || generate(&c, s)).await??;
     let seeder = Session::new(
@@ -151,7 +155,10 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
     magnet2.peers = vec![seeder_addr.to_string()];
     let link2 = magnet2.to_uri();
     std::fs::write(work.join("extra-magnet.txt"), &link2)?;
-    writeln!(out, "a second torrent to add with `a` in the dashboard:\n  {link2}")?;
+    writeln!(
+        out,
+        "a second torrent to add with `a` in the dashboard:\n  {link2}"
+    )?;
 
     // the downloading node: its only way out is the overlay
     let clients = Clients::new(overlay::ClientConfig::default(), net.descriptors());
@@ -174,7 +181,11 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
         .add_magnet(&link, None, Some(opts.hops))
         .await
         .map_err(|e| anyhow!("{}", e.0))?;
-    writeln!(out, "downloading through {}-hop circuits (metadata first, over BEP 9)", opts.hops)?;
+    writeln!(
+        out,
+        "downloading through {}-hop circuits (metadata first, over BEP 9)",
+        opts.hops
+    )?;
 
     if opts.tui {
         let (mut ctl, rx) = channel();
@@ -216,7 +227,11 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
         seconds,
         opts.size as f64 / seconds / 1e6,
         circuits,
-        if identical { "byte-identical" } else { "DIFFERENT" }
+        if identical {
+            "byte-identical"
+        } else {
+            "DIFFERENT"
+        }
     )?;
     let exits: Vec<SocketAddr> = net.descriptors().iter().map(|d| d.addr).collect();
     writeln!(

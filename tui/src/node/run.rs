@@ -44,7 +44,8 @@ pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
             );
         };
         for t in texts {
-            let bytes = hex::decode(&t).map_err(|_| anyhow!("bootstrap entry {e}: descriptor is not hex"))?;
+            let bytes = hex::decode(&t)
+                .map_err(|_| anyhow!("bootstrap entry {e}: descriptor is not hex"))?;
             let d = Descriptor::decode_verified(&bytes, now)
                 .map_err(|err| anyhow!("bootstrap entry {e}: descriptor rejected: {err}"))?;
             if !out.iter().any(|o: &Descriptor| o.id == d.id) {
@@ -77,7 +78,10 @@ fn data_dir(cfg: &Config) -> Result<PathBuf> {
 fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result<NodeCore> {
     let clients = Clients::new(overlay::ClientConfig::default(), directory);
     let data = data_dir(cfg)?;
-    let download = cfg.download_dir.clone().unwrap_or_else(|| data.join("downloads"));
+    let download = cfg
+        .download_dir
+        .clone()
+        .unwrap_or_else(|| data.join("downloads"));
     Ok(NodeCore::new(
         node_id,
         clients,
@@ -90,7 +94,9 @@ fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result
 
 /// Serves the control socket in the background; a failure to bind is a warning, not fatal.
 fn serve_socket(cfg: &Config, core: Arc<NodeCore>, out: &mut dyn Write) {
-    let Some(path) = cfg.socket.clone() else { return };
+    let Some(path) = cfg.socket.clone() else {
+        return;
+    };
     match crate::control::server::ControlListener::bind(&path) {
         Ok(l) => {
             let stop = core.shutdown_signal();
@@ -100,13 +106,21 @@ fn serve_socket(cfg: &Config, core: Arc<NodeCore>, out: &mut dyn Write) {
             let _ = writeln!(out, "control socket {}", path.display());
         }
         Err(e) => {
-            let _ = writeln!(out, "no control socket ({e}); `warren dash` cannot attach to this run");
+            let _ = writeln!(
+                out,
+                "no control socket ({e}); `warren dash` cannot attach to this run"
+            );
         }
     }
 }
 
 /// `warren node`: runs a relay and/or exit until Ctrl-C or a `shutdown` command.
-pub async fn node(cfg: &Config, relay: bool, exit: bool, out: &mut (dyn Write + Send)) -> Result<()> {
+pub async fn node(
+    cfg: &Config,
+    relay: bool,
+    exit: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
     let data = data_dir(cfg)?;
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let id_path = data.join("identity.key");
@@ -126,15 +140,26 @@ pub async fn node(cfg: &Config, relay: bool, exit: bool, out: &mut (dyn Write + 
         .await
         .with_context(|| format!("cannot listen on {}", cfg.network.listen))?;
     let desc_path = data.join("descriptor");
-    std::fs::write(&desc_path, format!("{}\n", hex::encode(node.descriptor().encode())))
-        .with_context(|| format!("cannot write {}", desc_path.display()))?;
+    std::fs::write(
+        &desc_path,
+        format!("{}\n", hex::encode(node.descriptor().encode())),
+    )
+    .with_context(|| format!("cannot write {}", desc_path.display()))?;
     writeln!(
         out,
         "node {} listening on {} ({}{}); descriptor in {}",
         node.id().short(),
         node.addr(),
-        if roles & ROLE_RELAY != 0 { "relay" } else { "client only" },
-        if roles & ROLE_EXIT != 0 { " + exit" } else { "" },
+        if roles & ROLE_RELAY != 0 {
+            "relay"
+        } else {
+            "client only"
+        },
+        if roles & ROLE_EXIT != 0 {
+            " + exit"
+        } else {
+            ""
+        },
         desc_path.display()
     )?;
     out.flush()?;
@@ -176,7 +201,10 @@ pub async fn get(
     }
     let directory = load_directory(&cfg.network.bootstrap)?;
     if !directory.iter().any(|d| d.roles & ROLE_EXIT != 0) {
-        bail!("none of the {} bootstrap nodes is an exit: nothing can reach the swarm", directory.len());
+        bail!(
+            "none of the {} bootstrap nodes is an exit: nothing can reach the swarm",
+            directory.len()
+        );
     }
     let core = Arc::new(core_for(cfg, directory, "client".into())?);
     serve_socket(cfg, core.clone(), out);
@@ -193,7 +221,11 @@ pub async fn get(
         let s = handle.status();
         if !matches!(s.state, share::session::TorrentState::Seeding) {
             core.shutdown_all();
-            bail!("stopped before the download completed ({} of {:?} bytes)", s.have_bytes, s.total_bytes);
+            bail!(
+                "stopped before the download completed ({} of {:?} bytes)",
+                s.have_bytes,
+                s.total_bytes
+            );
         }
     } else {
         let mut rep = PlainReporter::new();
