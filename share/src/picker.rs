@@ -59,6 +59,8 @@ pub struct Picker {
     hashing: usize,
     /// Do not open new pieces while this many wait for the disk (bounds memory).
     pub max_hashing: usize,
+    /// Piece buffers handed back after writing, reused to avoid page faults.
+    pool: Vec<Vec<u8>>,
 }
 
 impl Picker {
@@ -75,6 +77,7 @@ impl Picker {
             seed: rand::random(),
             hashing: 0,
             max_hashing: ((64 << 20) / piece_length.max(1)).clamp(4, 256) as usize,
+            pool: Vec::new(),
         }
     }
 
@@ -258,12 +261,21 @@ impl Picker {
     fn open_piece(&mut self, i: u32) {
         let n = self.blocks_in(i);
         let len = self.piece_len(i) as usize;
+        // Every block overwrites its range before the piece completes, so a reused buffer
+        // needs no clearing.
+        let buf = match self.pool.pop() {
+            Some(mut b) => {
+                b.resize(len, 0);
+                b
+            }
+            None => vec![0; len],
+        };
         self.partial.insert(
             i,
             Partial {
                 blocks: vec![BlockState::Free; n],
                 received: 0,
-                buf: vec![0; len],
+                buf,
                 contributors: Vec::new(),
                 hashing: false,
             },
@@ -346,6 +358,13 @@ impl Picker {
             }
         } else {
             BlockOutcome::Stored
+        }
+    }
+
+    /// Give a piece buffer back for reuse (after it was written or failed).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 16 && buf.capacity() as u64 >= self.piece_length {
+            self.pool.push(buf);
         }
     }
 

@@ -151,7 +151,9 @@ impl Session {
                     resume,
                     events,
                     disk: Arc::new(tokio::sync::Semaphore::new(
-                        std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8),
+                        std::thread::available_parallelism()
+                            .map_or(2, |n| n.get())
+                            .clamp(2, 8),
                     )),
                 }),
                 torrents: Mutex::new(HashMap::new()),

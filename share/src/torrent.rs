@@ -887,13 +887,20 @@ impl Torrent {
                     tokio::spawn(async move {
                         let _permit = t.shared.disk.clone().acquire_owned().await;
                         let res = tokio::task::spawn_blocking(move || {
-                            if storage.verify(index, &data) {
+                            let r = if storage.verify(index, &data) {
                                 storage.write_piece(index, &data).map(|_| true)
                             } else {
                                 Ok(false)
-                            }
+                            };
+                            (r, data)
                         })
                         .await;
+                        let res = res.map(|(r, data)| {
+                            if let Some(p) = t.lock().picker.as_mut() {
+                                p.recycle(data);
+                            }
+                            r
+                        });
                         match res {
                             Ok(Ok(ok)) => t.piece_checked(index, ok, contributors),
                             Ok(Err(e)) => {

@@ -144,3 +144,71 @@ async fn multi_file_pieces_span_files_and_pause_resume() {
     leech.remove(&h.info_hash()).unwrap();
     assert!(leech.list().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_all_from_resume_db_trusts_bitfield() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("payload.bin"), payload(1024 * 1024 + 3, 21)).unwrap();
+    let made = make_torrent(
+        &src.path().join("payload.bin"),
+        &MakeOptions {
+            piece_length: Some(32 * 1024),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (seed, seed_addr) = warren(&lo(30), None).await;
+    seed.add_torrent(
+        TorrentSource::Metainfo(Box::new(made.metainfo.clone())),
+        src.path(),
+        AddOptions::default(),
+    )
+    .await
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let db = work.path().join("db");
+    let dl = work.path().join("dl");
+    {
+        let (w, _) = warren(&lo(31), Some(db.clone())).await;
+        let h = w
+            .add_torrent(
+                TorrentSource::Magnet(made.magnet.clone()),
+                &dl,
+                AddOptions {
+                    peers: vec![PeerAddr::Ip(seed_addr)],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), h.wait_complete())
+            .await
+            .expect("timed out")
+            .unwrap();
+        w.shutdown();
+    }
+    // sled holds a lock on the db until the old session's tasks are gone
+    let mut restored = None;
+    for _ in 0..50 {
+        let cfg = share::session::SessionConfig {
+            resume_db: Some(db.clone()),
+            use_trackers: false,
+            ..Default::default()
+        };
+        if let Ok(s) = share::session::Session::new(
+            cfg,
+            std::sync::Arc::new(share::clearnet::TcpConnector::new()),
+        ) {
+            restored = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = restored.expect("resume db stayed locked");
+    let hs = s.restore_all().await.unwrap();
+    assert_eq!(hs.len(), 1);
+    let st = hs[0].status();
+    assert_eq!(st.state, TorrentState::Seeding);
+    assert_eq!(st.have_bytes, 1024 * 1024 + 3);
+    assert_eq!(st.downloaded, 0);
+}
