@@ -169,7 +169,18 @@ async fn restore_all_from_resume_db_trusts_bitfield() {
     let db = work.path().join("db");
     let dl = work.path().join("dl");
     {
-        let (w, _) = warren(&lo(31), Some(db.clone())).await;
+        // no listener: nothing else keeps the session (and its sled db) alive
+        let cfg = share::session::SessionConfig {
+            resume_db: Some(db.clone()),
+            ..Default::default()
+        };
+        let w = share::session::Session::new(
+            cfg,
+            std::sync::Arc::new(share::clearnet::TcpConnector::bound_to(
+                lo(31).parse().unwrap(),
+            )),
+        )
+        .unwrap();
         let h = w
             .add_torrent(
                 TorrentSource::Magnet(made.magnet.clone()),
@@ -186,6 +197,8 @@ async fn restore_all_from_resume_db_trusts_bitfield() {
             .expect("timed out")
             .unwrap();
         w.shutdown();
+        drop(h);
+        drop(w);
     }
     // sled holds a lock on the db until the old session's tasks are gone
     let mut restored = None;
