@@ -102,6 +102,12 @@ impl Drop for TunnelSweep {
             })
             .unwrap_or_default();
         for n in names {
+            // the wrapped program may outlive a killed `warren tunnel`: end it first
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", &n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", &n]).status();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&n));
         }
@@ -357,5 +363,78 @@ fn aria2c_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_exit()
         "warren tunnel -- aria2c did not succeed:\n{out}"
     );
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), bed.data);
+    bed.assert_no_leak();
+}
+
+#[test]
+fn transmission_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
+    if !tools_present() || !warren_tests::have("transmission-cli") {
+        eprintln!(
+            "SKIP: needs root, tcpdump, opentracker, python3-libtorrent and transmission-cli"
+        );
+        return;
+    }
+    let mut bed = Bed::start();
+    let dl = bed.dir.path().join("transmission");
+    let conf = bed.dir.path().join("transmission-conf");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    // loopback-only habits of the test bed: no DHT, LPD, PEX, uTP or port mapping
+    std::fs::write(
+        conf.join("settings.json"),
+        r#"{ "dht-enabled": false, "lpd-enabled": false, "pex-enabled": false, "utp-enabled": false,
+  "port-forwarding-enabled": false, "speed-limit-down-enabled": false, "ratio-limit-enabled": false,
+  "encryption": 0, "message-level": 1 }"#,
+    )
+    .unwrap();
+    // transmission-cli seeds forever once done: its finish script stops it
+    let finish = bed.dir.path().join("finished.sh");
+    std::fs::write(&finish, "#!/bin/sh\nkill -INT $PPID\n").unwrap();
+    std::fs::set_permissions(&finish, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut t = bed.warren_on_client();
+    t.args([
+        "tunnel",
+        "--hops",
+        "3",
+        "--",
+        "transmission-cli",
+        "-et",
+        "-M",
+        "-g",
+    ])
+    .arg(&conf)
+    .arg("-w")
+    .arg(&dl)
+    .arg("-f")
+    .arg(&finish)
+    .arg(&bed.magnet);
+    let log = bed.dir.path().join("tunnel.log");
+    let mut c = Child::spawn("warren tunnel transmission-cli", t, &log).unwrap();
+    let _sweep = TunnelSweep(c.pid());
+    let got = dl.join("payload.bin");
+    let t0 = Instant::now();
+    let mut done = false;
+    while t0.elapsed() < Duration::from_secs(150) {
+        if std::fs::read(&got).map(|b| b == bed.data).unwrap_or(false) {
+            done = true;
+            break;
+        }
+        if c.try_status().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // transmission may still be renaming its .part file as the finish script runs
+    let done = done || std::fs::read(&got).map(|b| b == bed.data).unwrap_or(false);
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        done,
+        "transmission-cli in the tunnel did not download the file:\n{out}"
+    );
+    // the finish script ends transmission-cli, and with it `warren tunnel`
+    assert!(
+        c.wait_timeout(Duration::from_secs(20)).is_some(),
+        "warren tunnel did not exit:\n{out}"
+    );
     bed.assert_no_leak();
 }
