@@ -853,13 +853,49 @@ async fn get_link(
     Ok(link)
 }
 
+/// Firewall mark (SO_MARK) put on every overlay link socket this process dials; 0 = none.
+/// System-wide tunnel mode sets it so that warren's own links bypass the tunnel's policy routing.
+static LINK_SOCKET_MARK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Marks every link socket dialled from now on with `mark` (needs CAP_NET_ADMIN); `None` stops.
+pub fn set_link_socket_mark(mark: Option<u32>) {
+    LINK_SOCKET_MARK.store(mark.unwrap_or(0), Ordering::Relaxed);
+}
+
+async fn connect_marked(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mark = LINK_SOCKET_MARK.load(Ordering::Relaxed);
+    if mark == 0 {
+        return TcpStream::connect(addr).await;
+    }
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    let m = mark as libc::c_int;
+    // SAFETY: setsockopt on a socket we own, with a correctly sized c_int.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            &m as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.connect(addr).await
+}
+
 /// Dials a link and runs the initiator handshake.
 pub(crate) async fn dial_link(
     local: &[u8; 32],
     remote: &[u8; 32],
     addr: SocketAddr,
 ) -> Result<(TcpStream, LinkCipher), String> {
-    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, connect_marked(addr))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
         .map_err(|e| format!("connecting to {addr}: {e}"))?;

@@ -92,6 +92,8 @@ impl Drop for Netns {
             }
         }
         let _ = ip(&["netns", "del", &self.name]);
+        // a per-namespace /etc (resolv.conf) a test may have made for it
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
     }
 }
 

@@ -166,10 +166,17 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             no_tui: _,
             cmd,
         } => {
-            if system.is_some() {
-                return Err(not_wired(
-                    "tunnel --system (the library, tunnel::system, is built and tested)",
-                ));
+            match system {
+                Some(crate::cli::SystemMode::Up) => {
+                    return runtime()?.block_on(async {
+                        let mut stdout = std::io::stdout();
+                        crate::node::run::system_up(&cfg, hops, &mut stdout).await
+                    })
+                }
+                Some(crate::cli::SystemMode::Down) => {
+                    return crate::node::run::system_down(&cfg, out);
+                }
+                None => {}
             }
             if !matches!(via, crate::cli::Via::Overlay | crate::cli::Via::Auto) {
                 return Err(not_wired("tunnel --via tor (issue 7)"));

@@ -438,3 +438,105 @@ fn transmission_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_
     );
     bed.assert_no_leak();
 }
+
+/// What the system tunnel may change on the client host, as text, for before/after comparison.
+fn host_state(h: &Host) -> String {
+    let run = |script: &str| {
+        h.ns.sh(script)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "== rules\n{}\n== routes\n{}\n== nft\n{}\n== resolv.conf\n{}",
+        run("ip rule list"),
+        run("ip route show table all | grep -v '^local\\|^broadcast\\|^multicast\\|fe80\\|ff00'"),
+        run("nft list ruleset"),
+        run("cat /etc/resolv.conf"),
+    )
+}
+
+#[test]
+fn system_mode_carries_an_unwrapped_client_fails_closed_and_down_restores_the_host() {
+    if !tools_present() || !warren_tests::have("aria2c") || !warren_tests::have("nft") {
+        eprintln!(
+            "SKIP: needs root, tcpdump, opentracker, python3-libtorrent, aria2c and nftables"
+        );
+        return;
+    }
+    let mut bed = Bed::start();
+    // the client host's own resolv.conf (bind-mounted by `ip netns exec`): system mode rewrites it,
+    // and the host's real /etc/resolv.conf must never be touched by a test
+    let etc = Path::new("/etc/netns").join(&bed.client.ns.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 10.213.1.1\n").unwrap();
+    let before = host_state(&bed.client);
+
+    let mut up = bed.warren_on_client();
+    up.args(["tunnel", "--system", "up", "--hops", "3"]);
+    let up_log = bed.dir.path().join("system-up.log");
+    let mut w = Child::spawn("warren tunnel --system up", up, &up_log).unwrap();
+    let live = warren_tests::proc::wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&up_log)
+            .map(|s| s.contains("system tunnel up"))
+            .unwrap_or(false)
+    });
+    let log = std::fs::read_to_string(&up_log).unwrap_or_default();
+    assert!(live, "system tunnel did not come up:\n{log}");
+
+    // an unwrapped aria2c on the host: its only way out is now the tunnel
+    let dl = bed.dir.path().join("sys-aria2");
+    std::fs::create_dir_all(&dl).unwrap();
+    let mut a = bed.client.ns.command("aria2c");
+    a.args([
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--seed-time=0",
+        "--bt-stop-timeout=60",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "--bt-save-metadata=false",
+        "--disable-ipv6=true",
+        "-d",
+    ])
+    .arg(&dl)
+    .arg(&bed.magnet);
+    let alog = bed.dir.path().join("sys-aria2.log");
+    let mut ac = Child::spawn("aria2c", a, &alog).unwrap();
+    let st = ac.wait_timeout(Duration::from_secs(150));
+    let out = std::fs::read_to_string(&alog).unwrap_or_default();
+    assert_eq!(
+        st,
+        Some(Some(0)),
+        "unwrapped aria2c failed under the system tunnel:\n{out}"
+    );
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), bed.data);
+
+    // warren dies: the host must stay cut off, not fall back to the clear
+    w.kill9();
+    let probe = bed
+        .client
+        .ns
+        .sh(&format!(
+            "python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3)\ntry:\n  s.connect(('{}', 6969)); print('CONNECTED')\nexcept Exception as e: print('BLOCKED', e)\"",
+            bed.tracker.addr
+        ))
+        .unwrap();
+    let said = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        said.contains("BLOCKED"),
+        "after warren died the host reached the tracker: {said}"
+    );
+
+    // the captures: only link traffic left the host, before and after the kill
+    bed.assert_no_leak();
+
+    // down restores exactly what was there before
+    let mut down = bed.warren_on_client();
+    down.args(["tunnel", "--system", "down"]);
+    let o = down.output().unwrap();
+    assert!(o.status.success(), "down failed: {o:?}");
+    let after = host_state(&bed.client);
+    assert_eq!(before, after, "the host was not restored exactly");
+}

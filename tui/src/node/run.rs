@@ -272,3 +272,67 @@ pub async fn tunnel(cfg: &Config, hops: Option<u8>, cmd: &[String]) -> Result<i3
     .map_err(|e| anyhow!("tunnel: {e}"))?;
     Ok(status.code().unwrap_or(1))
 }
+
+/// Where the system tunnel's undo record lives for this data directory.
+pub fn system_state_file(cfg: &Config) -> Result<PathBuf> {
+    Ok(data_dir(cfg)?.join("system-tunnel.json"))
+}
+
+/// `warren tunnel --system up`: routes the whole host through the tunnel until interrupted. The
+/// kill switch stays after this process ends, however it ends, until `--system down`.
+pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Send)) -> Result<()> {
+    if cfg.network.bootstrap.is_empty() {
+        bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
+    }
+    let directory = load_directory(&cfg.network.bootstrap)?;
+    let state_file = system_state_file(cfg)?;
+    if let Some(dir) = state_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // warren's own links carry the mark that lets them bypass the tunnel
+    overlay::node::set_link_socket_mark(Some(::tunnel::system::FWMARK));
+    let clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let provider: Arc<dyn overlay::AnonProvider> = clients.get(hops.unwrap_or(cfg.hops)).clone();
+    let sys = ::tunnel::system::SystemTunnel::up(
+        provider,
+        ::tunnel::system::SystemConfig {
+            tunnel: ::tunnel::runtime::TunnelConfig::default(),
+            state_file: state_file.clone(),
+            resolv_path: PathBuf::from("/etc/resolv.conf"),
+        },
+    )
+    .map_err(|e| anyhow!("system tunnel: {e}"))?;
+    writeln!(
+        out,
+        "system tunnel up on {}: all traffic of this host goes through the overlay; \
+         the kill switch stays until `warren tunnel --system down`",
+        sys.tun_name()
+    )?;
+    out.flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(sys);
+    writeln!(
+        out,
+        "tunnel stopped; this host stays cut off (fail closed) until `warren tunnel --system down`"
+    )?;
+    Ok(())
+}
+
+/// `warren tunnel --system down`: restores exactly what `up` changed.
+pub fn system_down(cfg: &Config, out: &mut dyn Write) -> Result<()> {
+    let state_file = system_state_file(cfg)?;
+    if !state_file.exists() {
+        writeln!(out, "no system tunnel is up (no {})", state_file.display())?;
+        return Ok(());
+    }
+    ::tunnel::system::system_down(&state_file).map_err(|e| anyhow!("system tunnel down: {e}"))?;
+    writeln!(
+        out,
+        "system tunnel down: routes, rules, firewall and resolv.conf restored"
+    )?;
+    Ok(())
+}
