@@ -78,6 +78,7 @@ enum Ctl {
     Connected,
     End(u8, String),
     Resolved(Result<Vec<IpAddr>, String>),
+    Dht(Vec<u8>),
 }
 
 enum Down {
@@ -334,7 +335,7 @@ impl ClientCirc {
                 }
                 Ok(())
             }
-            rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED => {
+            rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED | rcmd::DHT_RESPONSE => {
                 let mut streams = lock(&self.streams);
                 let Some(slot) = streams.get_mut(&sid) else {
                     return Ok(());
@@ -345,6 +346,7 @@ impl ClientCirc {
                         rcmd::RESOLVED => {
                             Ctl::Resolved(cell::decode_resolved(data).map_err(|e| e.to_string())?)
                         }
+                        rcmd::DHT_RESPONSE => Ctl::Dht(data.to_vec()),
                         _ => {
                             let (r, t) = cell::decode_end(data);
                             Ctl::End(r, t)
@@ -434,6 +436,9 @@ impl ClientCirc {
             }
             Ok(Ok(Ctl::Resolved(_))) => {
                 return Err(ProviderError::Closed("unexpected RESOLVED".into()))
+            }
+            Ok(Ok(Ctl::Dht(_))) => {
+                return Err(ProviderError::Closed("unexpected DHT_RESPONSE".into()))
             }
         }
         let (up_tx, mut up_rx) = mpsc::channel::<Option<Bytes>>(8);
@@ -550,6 +555,35 @@ impl ClientCirc {
                 Err(ProviderError::Resolve(format!("{}: {t}", reason::name(r))))
             }
             Ok(Ok(Ctl::Connected)) => Err(ProviderError::Closed("unexpected CONNECTED".into())),
+            Ok(Ok(Ctl::Dht(_))) => Err(ProviderError::Closed("unexpected DHT_RESPONSE".into())),
+        }
+    }
+
+    /// Sends one DHT message to the circuit's last hop (a DHT node) and returns its reply. The DHT
+    /// node sees the request arrive from the previous hop, never from this client.
+    pub async fn dht_request(
+        &self,
+        msg: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let (ctl_tx, ctl_rx) = oneshot::channel();
+        let sid = self.new_stream(Slot {
+            ctl: Some(ctl_tx),
+            ..Default::default()
+        })?;
+        self.send_to_hop(self.last_hop(), rcmd::DHT_REQUEST, sid, msg)
+            .await?;
+        match tokio::time::timeout(timeout, ctl_rx).await {
+            Err(_) => Err(ProviderError::Timeout("DHT request".into())),
+            Ok(Err(_)) => Err(self.closed_err()),
+            Ok(Ok(Ctl::Dht(b))) => Ok(b),
+            Ok(Ok(Ctl::End(r, t))) => Err(ProviderError::Refused {
+                target: "DHT node".into(),
+                reason: format!("{}: {t}", reason::name(r)),
+            }),
+            Ok(Ok(_)) => Err(ProviderError::Closed(
+                "unexpected reply to a DHT request".into(),
+            )),
         }
     }
 
@@ -965,6 +999,48 @@ impl Client {
     }
 
     /// Builds a fresh circuit of `hops` hops (not from the pool).
+    /// Builds a circuit of `hops` hops whose last hop is `last` (e.g. a DHT node), the others
+    /// chosen at random from the directory.
+    pub async fn circuit_ending_at(
+        &self,
+        last: &Descriptor,
+        hops: usize,
+    ) -> Result<Arc<ClientCirc>, ProviderError> {
+        use rand::seq::SliceRandom;
+        if !(1..=3).contains(&hops) {
+            return Err(ProviderError::NoCircuit(format!(
+                "hop count must be 1, 2 or 3, not {hops}"
+            )));
+        }
+        last.verify(crate::descriptor::unix_now())
+            .map_err(|e| ProviderError::NoCircuit(format!("last hop's descriptor: {e}")))?;
+        let mut path: Vec<Descriptor> = {
+            let dir = lock(&self.inner.directory);
+            let mut relays: Vec<Descriptor> = dir
+                .iter()
+                .filter(|d| d.is_relay() && d.id != last.id)
+                .cloned()
+                .collect();
+            relays.shuffle(&mut rand::thread_rng());
+            relays.dedup_by_key(|d| d.id);
+            if relays.len() < hops - 1 {
+                return Err(ProviderError::NoCircuit(format!(
+                    "only {} relays besides the last hop",
+                    relays.len()
+                )));
+            }
+            relays.truncate(hops - 1);
+            relays
+        };
+        path.push(last.clone());
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let c = build_circuit(id, path, &self.inner.cfg).await?;
+        let mut all = lock(&self.inner.all);
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&c));
+        Ok(c)
+    }
+
     pub async fn build_circuit(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
         let path = {
             let dir = lock(&self.inner.directory);

@@ -7,6 +7,7 @@ pub mod circuit;
 pub mod client;
 pub mod descriptor;
 pub mod dht;
+pub mod dht_client;
 pub mod exit;
 pub mod handshake;
 pub mod hs;

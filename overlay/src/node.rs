@@ -151,6 +151,8 @@ pub(crate) struct NodeInner {
     tasks: Mutex<Vec<AbortHandle>>,
     next_link: AtomicU64,
     stopped: AtomicBool,
+    /// The DHT service of a node with the DHT role.
+    dht: Option<Mutex<crate::dht::DhtServer>>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -159,7 +161,63 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// A descriptor record must hold a valid descriptor of the node whose id is the record's key,
+/// published with that node's own signing key.
+fn check_descriptor_record(rec: &crate::dht::Record) -> Result<(), crate::dht::DhtError> {
+    let d = Descriptor::decode_verified(&rec.value, unix_now())
+        .map_err(|e| crate::dht::DhtError::Rejected(format!("descriptor: {e}")))?;
+    if d.id.0 != rec.key.0 || d.ed25519 != rec.publisher {
+        return Err(crate::dht::DhtError::Rejected(
+            "descriptor record not published under the node's id by the node's key".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Node {
+    /// Adds verified descriptors of other DHT nodes to this node's routing table (bootstrap).
+    /// Returns how many were taken; nodes without the DHT role and invalid descriptors are skipped.
+    pub fn dht_learn(&self, descriptors: &[Descriptor]) -> usize {
+        let Some(dht) = &self.inner.dht else { return 0 };
+        let now = unix_now();
+        let mut g = lock(dht);
+        let mut n = 0;
+        for d in descriptors {
+            if d.roles & crate::descriptor::ROLE_DHT == 0
+                || d.verify(now).is_err()
+                || d.id == self.inner.descriptor.id
+            {
+                continue;
+            }
+            g.learn(crate::dht::Contact {
+                id: crate::dht::Key(d.id.0),
+                descriptor: d.encode(),
+            });
+            n += 1;
+        }
+        n
+    }
+
+    /// Record keys this DHT node stores, with the raw encoded records (for tests and status).
+    pub fn dht_records(&self) -> Vec<crate::dht::Record> {
+        let Some(dht) = &self.inner.dht else {
+            return Vec::new();
+        };
+        let g = lock(dht);
+        let now = unix_now();
+        let keys: Vec<crate::dht::Key> = g.store().keys().copied().collect();
+        keys.iter().flat_map(|k| g.store().get(k, now)).collect()
+    }
+
+    /// Size of this node's DHT routing table (0 without the DHT role).
+    pub fn dht_table_len(&self) -> usize {
+        self.inner
+            .dht
+            .as_ref()
+            .map(|d| lock(d).table().len())
+            .unwrap_or(0)
+    }
+
     /// Binds the listener and starts accepting links.
     pub async fn start(cfg: NodeConfig) -> std::io::Result<Node> {
         let listener = TcpListener::bind(cfg.listen).await?;
@@ -172,6 +230,16 @@ impl Node {
             cfg.exit_policy.clone(),
             expires,
         );
+        let dht = (cfg.roles & crate::descriptor::ROLE_DHT != 0).then(|| {
+            let me = crate::dht::Contact {
+                id: crate::dht::Key(descriptor.id.0),
+                descriptor: descriptor.encode(),
+            };
+            Mutex::new(
+                crate::dht::DhtServer::new(me, crate::dht::StoreLimits::default())
+                    .with_descriptor_check(check_descriptor_record),
+            )
+        });
         let inner = Arc::new(NodeInner {
             cfg,
             descriptor,
@@ -181,6 +249,7 @@ impl Node {
             tasks: Mutex::new(Vec::new()),
             next_link: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            dht,
         });
         let n2 = inner.clone();
         let h = tokio::spawn(async move { accept_loop(n2, listener).await });
@@ -782,6 +851,42 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             lock(&circ.st).tasks.push(h);
         }
         rcmd::DATAGRAM => handle_datagram(node, circ, sid, msg.data).await,
+        rcmd::DHT_REQUEST => {
+            let Some(dht) = &node.dht else {
+                let _ = send_back(
+                    circ,
+                    rcmd::END,
+                    sid,
+                    &cell::encode_end(reason::UNSUPPORTED, "this node is not a DHT node"),
+                )
+                .await;
+                return;
+            };
+            let reply = match crate::dht::Message::decode(msg.data) {
+                Ok(crate::dht::Message::Request { txid, req }) => {
+                    let resp = lock(dht).handle(req, unix_now());
+                    fit_dht_reply(txid, resp)
+                }
+                Ok(crate::dht::Message::Response { txid, .. }) => fit_dht_reply(
+                    txid,
+                    crate::dht::Response::Error {
+                        code: crate::dht::message::code::MALFORMED,
+                        reason: "a response is not a request".into(),
+                    },
+                ),
+                Err(e) => {
+                    warn!("malformed DHT request: {e}");
+                    fit_dht_reply(
+                        0,
+                        crate::dht::Response::Error {
+                            code: crate::dht::message::code::MALFORMED,
+                            reason: e.to_string(),
+                        },
+                    )
+                }
+            };
+            let _ = send_back(circ, rcmd::DHT_RESPONSE, sid, &reply).await;
+        }
         rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE => {
             let _ = send_back(
                 circ,
@@ -1107,5 +1212,42 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
         .fetch_add(payload.len() as u64, Ordering::Relaxed);
     if let Err(e) = sock.send_to(payload, dst).await {
         debug!("udp send to {dst}: {e}");
+    }
+}
+
+/// Encodes a DHT reply so that it fits one relay message, dropping records and then contacts from
+/// the end (the requester asks again or elsewhere for more).
+fn fit_dht_reply(txid: u64, mut resp: crate::dht::Response) -> Vec<u8> {
+    loop {
+        let b = crate::dht::Message::Response {
+            txid,
+            resp: resp.clone(),
+        }
+        .encode();
+        if b.len() <= RELAY_DATA_MAX {
+            return b;
+        }
+        match &mut resp {
+            crate::dht::Response::Values { records, closer }
+                if !records.is_empty() || !closer.is_empty() =>
+            {
+                if records.pop().is_none() {
+                    closer.pop();
+                }
+            }
+            crate::dht::Response::Nodes(cs) if !cs.is_empty() => {
+                cs.pop();
+            }
+            _ => {
+                return crate::dht::Message::Response {
+                    txid,
+                    resp: crate::dht::Response::Error {
+                        code: crate::dht::message::code::REJECTED,
+                        reason: "reply too large".into(),
+                    },
+                }
+                .encode()
+            }
+        }
     }
 }

@@ -16,12 +16,18 @@ pub struct TestnetBuilder {
     exit_policy: ExitPolicy,
     idle_timeout: Duration,
     allow_private: bool,
+    dht: bool,
 }
 
 impl TestnetBuilder {
     /// Whether exits may reach loopback/private destinations (default true: tests use loopback).
     pub fn allow_private(mut self, yes: bool) -> Self {
         self.allow_private = yes;
+        self
+    }
+    /// Gives every node the DHT role and seeds each routing table with the others' descriptors.
+    pub fn dht(mut self, yes: bool) -> Self {
+        self.dht = yes;
         self
     }
     pub fn relays(mut self, n: usize) -> Self {
@@ -44,11 +50,14 @@ impl TestnetBuilder {
     pub async fn build(self) -> std::io::Result<Testnet> {
         let mut configs = Vec::new();
         for i in 0..self.relays + self.exits {
-            let roles = if i < self.relays {
+            let mut roles = if i < self.relays {
                 ROLE_RELAY
             } else {
                 ROLE_RELAY | ROLE_EXIT
             };
+            if self.dht {
+                roles |= crate::descriptor::ROLE_DHT;
+            }
             let mut cfg = NodeConfig::new(
                 Identity::generate(),
                 "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
@@ -69,6 +78,12 @@ impl TestnetBuilder {
         for (cfg, n) in configs.iter_mut().zip(&nodes) {
             cfg.listen = n.addr();
         }
+        if self.dht {
+            let all: Vec<Descriptor> = nodes.iter().map(|n| n.descriptor().clone()).collect();
+            for n in &nodes {
+                n.dht_learn(&all);
+            }
+        }
         Ok(Testnet { configs, nodes })
     }
 }
@@ -86,6 +101,7 @@ impl Testnet {
             exit_policy: ExitPolicy::default(),
             idle_timeout: Duration::from_secs(90),
             allow_private: true,
+            dht: false,
         }
     }
 

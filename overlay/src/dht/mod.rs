@@ -26,7 +26,7 @@ pub mod table;
 pub use id::{Distance, Key};
 pub use lookup::{Lookup, LookupKind, LookupOutcome};
 pub use message::{Contact, DhtError, Message, Request, Response};
-pub use record::{Record, RecordKind, SwarmEntry, SwarmKeys};
+pub use record::{IntroPoint, Record, RecordKind, SwarmEntry, SwarmKeys};
 pub use server::DhtServer;
 pub use store::{RecordStore, StoreLimits};
 pub use table::RoutingTable;

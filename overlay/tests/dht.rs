@@ -1,0 +1,114 @@
+//! The overlay DHT over real circuits: a 30-node in-process network where every node is a DHT node.
+//! A seeder-side client stores a blinded swarm record at the closest nodes through circuits; another
+//! client finds and opens it; the nodes holding it never hold the infohash in clear.
+
+use std::sync::Arc;
+
+use overlay::dht::{IntroPoint, Key, SwarmEntry, SwarmKeys};
+use overlay::dht_client::{contact_of, DhtClient};
+use overlay::testnet::Testnet;
+use overlay::ClientConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_record_stored_and_found_through_circuits_in_a_30_node_network() {
+    let net = Testnet::builder()
+        .relays(28)
+        .exits(2)
+        .dht(true)
+        .build()
+        .await
+        .unwrap();
+    assert!(net.nodes().iter().all(|n| n.dht_table_len() >= 20));
+    let seeds: Vec<_> = net.descriptors().iter().take(2).map(contact_of).collect();
+
+    let infohash = [0x5a; 20];
+    let now = overlay::descriptor::unix_now();
+    let keys = SwarmKeys::derive(&infohash, SwarmKeys::period_of(now));
+    let entry = SwarmEntry {
+        service_key: [7; 32],
+        intro_points: vec![IntroPoint {
+            node: Key(net.descriptors()[3].id.0),
+            auth_key: [9; 32],
+        }],
+    };
+    let publisher = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let rec = keys.seal(&publisher, 1, &entry);
+
+    // the seeder's side stores through 2-hop circuits ending at each DHT node
+    let seeder = DhtClient::new(Arc::new(net.client(ClientConfig::default())), 2);
+    let stored = seeder.store(rec.clone(), seeds.clone()).await;
+    assert!(stored >= 10, "only {stored} nodes stored the record");
+
+    // a downloader, another client, finds and opens it
+    let downloader = DhtClient::new(Arc::new(net.client(ClientConfig::default())), 2);
+    let seeds2: Vec<_> = net
+        .descriptors()
+        .iter()
+        .skip(20)
+        .take(2)
+        .map(contact_of)
+        .collect();
+    let found = downloader.find(keys.location, seeds2).await;
+    assert_eq!(found.len(), 1, "records found: {found:?}");
+    assert_eq!(keys.open(&found[0]).unwrap(), entry);
+
+    // the nodes that hold it hold neither the infohash nor the intro point in clear
+    let mut holders = 0;
+    for n in net.nodes() {
+        for r in n.dht_records() {
+            holders += 1;
+            let mut bytes = r.value.clone();
+            bytes.extend_from_slice(&r.key.0);
+            assert!(
+                !bytes.windows(20).any(|w| w == infohash),
+                "a DHT node holds the infohash"
+            );
+            assert!(!bytes.windows(32).any(|w| w == net.descriptors()[3].id.0));
+        }
+    }
+    assert_eq!(holders, stored);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_dht_requests_are_refused() {
+    let net = Testnet::builder()
+        .relays(4)
+        .exits(1)
+        .dht(true)
+        .build()
+        .await
+        .unwrap();
+    let c = DhtClient::new(Arc::new(net.client(ClientConfig::default())), 2);
+    let target = contact_of(&net.descriptors()[0]);
+    // a record whose signature does not verify is refused with a reason
+    let keys = SwarmKeys::derive(
+        &[1; 20],
+        SwarmKeys::period_of(overlay::descriptor::unix_now()),
+    );
+    let mut rec = keys.seal(
+        &ed25519_dalek::SigningKey::from_bytes(&[4; 32]),
+        1,
+        &SwarmEntry {
+            service_key: [0; 32],
+            intro_points: vec![],
+        },
+    );
+    rec.seq += 1;
+    match c
+        .request(&target, overlay::dht::Request::Store(rec))
+        .await
+        .unwrap()
+    {
+        overlay::dht::Response::Error { reason, .. } => {
+            assert!(reason.contains("signature"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // the node keeps answering
+    assert_eq!(
+        c.request(&target, overlay::dht::Request::Ping)
+            .await
+            .unwrap(),
+        overlay::dht::Response::Pong
+    );
+}
