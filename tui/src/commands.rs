@@ -57,6 +57,73 @@ pub fn connect(socket: &Path) -> Result<SocketControl> {
     })
 }
 
+/// Starts a client node (no relay) in the background with the effective options and waits for its
+/// control socket. Its output goes to `<data-dir>/node.log`.
+fn start_node_for_open(
+    config: &Option<PathBuf>,
+    cfg: &Config,
+    socket: &Path,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if cfg.network.bootstrap.is_empty() {
+        bail!(
+            "no warren node is running and no overlay to reach: give descriptor files of running \
+             nodes with --bootstrap FILE (or `bootstrap` in the config), or start `warren node`"
+        );
+    }
+    let data = cfg
+        .data_dir
+        .clone()
+        .ok_or_else(|| anyhow!("no data directory: set --data-dir or XDG_DATA_HOME"))?;
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let exe = std::env::current_exe().context("cannot find the warren executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.arg("--data-dir").arg(&data).arg("--socket").arg(socket);
+    if let Some(d) = &cfg.download_dir {
+        cmd.arg("--download-dir").arg(d);
+    }
+    cmd.arg("--default-hops").arg(cfg.hops.to_string());
+    for b in &cfg.network.bootstrap {
+        cmd.arg("--bootstrap").arg(b);
+    }
+    // a client node: it listens only on loopback and relays nothing
+    cmd.args(["node", "--listen", "127.0.0.1:0"]);
+    let log_path = data.join("node.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // its own session: closing this terminal does not stop it
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("cannot start a warren node")?;
+    writeln!(
+        out,
+        "started a warren node (pid {}), log in {}",
+        child.id(),
+        log_path.display()
+    )?;
+    for _ in 0..150 {
+        if SocketControl::connect(socket).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!(
+        "the new node did not open its control socket within 15 s; see {}",
+        log_path.display()
+    )
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
@@ -132,8 +199,25 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
                     }
                     Ok(())
                 }
-                // No node: start one with this transfer (the node wires this path).
-                Err(_) => Err(not_wired("open (starting a node)")),
+                // No node: start one in the background, then hand it the link.
+                Err(_) => {
+                    share::magnet::Magnet::parse(&magnet)
+                        .map_err(|e| anyhow!("bad magnet link: {e}"))?;
+                    start_node_for_open(&cli.global.config, &cfg, &socket, out)?;
+                    let mut ctl = connect(&socket)?;
+                    let r = ctl
+                        .request(Ctl::Add {
+                            magnet,
+                            dir: None,
+                            hops: None,
+                        })
+                        .context("the new node refused the magnet link")?;
+                    match r.get("transfer").and_then(|v| v.as_u64()) {
+                        Some(id) => writeln!(out, "added to the new node as transfer {id}")?,
+                        None => writeln!(out, "added to the new node")?,
+                    }
+                    Ok(())
+                }
             }
         }
         Command::Get {
@@ -193,16 +277,13 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             dht,
             listen,
         } => {
-            if dht {
-                return Err(not_wired("node --dht"));
-            }
             let mut cfg = cfg;
             if let Some(l) = listen {
                 cfg.network.listen = l;
             }
             runtime()?.block_on(async {
                 let mut stdout = std::io::stdout();
-                crate::node::run::node(&cfg, relay, exit, &mut stdout).await
+                crate::node::run::node(&cfg, relay, exit, dht, &mut stdout).await
             })
         }
         Command::Demo {
@@ -428,14 +509,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad magnet link"), "{e}");
-        let e = run(&["warren", "node", "--dht"], &p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not wired yet"), "{e}");
-        let e = run(&["warren", "open", "magnet:?xt=urn:btih:00"], &p)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("not wired yet"), "{e}");
+        // no node runs and no overlay is configured: `open` says what to do instead of starting one
+        let e = run(
+            &[
+                "warren",
+                "open",
+                "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
+            ],
+            &p,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no overlay to reach"), "{e}");
         let e = run(&["warren", "status"], &p).unwrap_err().to_string();
         assert!(e.contains("no warren node is running"), "{e}");
     }

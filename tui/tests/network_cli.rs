@@ -19,6 +19,10 @@ fn warren() -> Command {
 }
 
 fn spawn_node(dir: &Path, name: &str, exit: bool) -> (Proc, PathBuf) {
+    spawn_node_with(dir, name, exit, false)
+}
+
+fn spawn_node_with(dir: &Path, name: &str, exit: bool, dht: bool) -> (Proc, PathBuf) {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).unwrap();
     let cfg = d.join("config.toml");
@@ -35,6 +39,9 @@ fn spawn_node(dir: &Path, name: &str, exit: bool) -> (Proc, PathBuf) {
         .args(["node", "--relay", "--listen", "127.0.0.1:0"]);
     if exit {
         c.arg("--exit");
+    }
+    if dht {
+        c.arg("--dht");
     }
     let p = Proc(
         c.stdin(Stdio::null())
@@ -232,4 +239,141 @@ fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not a descriptor file"), "{err}");
+}
+
+/// Kills a process this test caused to start (by the pid it printed), when dropped.
+struct KillPid(Option<i32>);
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+        }
+    }
+}
+
+#[test]
+fn open_with_no_node_running_starts_one_and_the_transfer_completes() {
+    let have_lt = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !have_lt {
+        eprintln!("SKIP: python3-libtorrent is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    let mut descs = Vec::new();
+    for (i, exit) in [false, false, true].into_iter().enumerate() {
+        // one of them also serves the DHT
+        let (p, d) = spawn_node_with(dir.path(), &format!("n{i}"), exit, i == 0);
+        procs.push(p);
+        descs.push(d);
+    }
+    for d in &descs {
+        assert!(
+            wait_file(d, Duration::from_secs(20)),
+            "node did not write {}",
+            d.display()
+        );
+    }
+    let log0 = std::fs::read_to_string(dir.path().join("n0").join("log")).unwrap_or_default();
+    assert!(log0.contains("+ dht"), "{log0}");
+
+    let seed_dir = dir.path().join("seed");
+    std::fs::create_dir_all(&seed_dir).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(97) >> 3) as u8)
+        .collect();
+    std::fs::write(seed_dir.join("payload.bin"), &data).unwrap();
+    let torrent = dir.path().join("payload.torrent");
+    let out = warren()
+        .arg("make")
+        .arg(seed_dir.join("payload.bin"))
+        .arg("-o")
+        .arg(&torrent)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let magnet = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("magnet:"))
+        .unwrap()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lt_log = std::fs::File::create(dir.path().join("lt.log")).unwrap();
+    let _seeder = Proc(
+        Command::new("/usr/bin/python3")
+            .args(["-c", LT_SEED])
+            .arg(&torrent)
+            .arg(&seed_dir)
+            .arg(port.to_string())
+            .stdout(lt_log.try_clone().unwrap())
+            .stderr(lt_log)
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let link = format!("{magnet}&x.pe=127.0.0.1:{port}");
+
+    let client_dir = dir.path().join("client");
+    let socket = dir.path().join("client.sock");
+    let dl = dir.path().join("dl");
+    let with_globals = |c: &mut Command| {
+        c.arg("--data-dir")
+            .arg(&client_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--download-dir")
+            .arg(&dl);
+        for d in &descs {
+            c.arg("--bootstrap").arg(d);
+        }
+    };
+    let mut open = warren();
+    with_globals(&mut open);
+    let out = open.args(["open", &link]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = stdout
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse::<i32>().ok());
+    let _node = KillPid(pid);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        pid.is_some() && stdout.contains("added to the new node"),
+        "{stdout}"
+    );
+
+    // the transfer is in the new node and completes
+    let t0 = Instant::now();
+    let done = loop {
+        let mut st = warren();
+        with_globals(&mut st);
+        let o = st.args(["status", "--json"]).output().unwrap();
+        let js = String::from_utf8_lossy(&o.stdout).into_owned();
+        if js.contains("\"seeding\"") {
+            break true;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        done,
+        "the transfer did not complete in the node that `open` started"
+    );
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
 }

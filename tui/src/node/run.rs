@@ -119,6 +119,7 @@ pub async fn node(
     cfg: &Config,
     relay: bool,
     exit: bool,
+    dht: bool,
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     let data = data_dir(cfg)?;
@@ -132,6 +133,9 @@ pub async fn node(
     }
     if exit {
         roles |= ROLE_EXIT;
+    }
+    if dht {
+        roles |= overlay::descriptor::ROLE_DHT;
     }
     let mut ncfg = overlay::NodeConfig::new(identity, cfg.network.listen, roles);
     ncfg.exit_policy = exit_policy(cfg)?;
@@ -147,7 +151,7 @@ pub async fn node(
     .with_context(|| format!("cannot write {}", desc_path.display()))?;
     writeln!(
         out,
-        "node {} listening on {} ({}{}); descriptor in {}",
+        "node {} listening on {} ({}{}{}); descriptor in {}",
         node.id().short(),
         node.addr(),
         if roles & ROLE_RELAY != 0 {
@@ -160,6 +164,7 @@ pub async fn node(
         } else {
             ""
         },
+        if dht { " + dht" } else { "" },
         desc_path.display()
     )?;
     out.flush()?;
@@ -168,6 +173,13 @@ pub async fn node(
     } else {
         load_directory(&cfg.network.bootstrap)?
     };
+    if dht {
+        let n = node.dht_learn(&directory);
+        writeln!(
+            out,
+            "DHT routing table seeded with {n} DHT nodes from the bootstrap descriptors"
+        )?;
+    }
     let core = Arc::new(core_for(cfg, directory, node.id().short())?);
     serve_socket(cfg, core.clone(), out);
     out.flush()?;
