@@ -78,6 +78,7 @@ struct Bed {
     _router: Netns,
     descs: Vec<PathBuf>,
     magnet: String,
+    infohash: String,
     data: Vec<u8>,
     seeder_log: PathBuf,
     dir: tempfile::TempDir,
@@ -232,6 +233,7 @@ impl Bed {
             procs,
             descs,
             magnet,
+            infohash: ih,
             data,
             seeder_log,
             caps: Some((cap_client, cap_tracker, cap_seeder)),
@@ -322,6 +324,38 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
     assert_eq!(status, Some(Some(0)), "warren get did not succeed:\n{log}");
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), bed.data);
     bed.assert_no_leak();
+
+    // logs at the default level: no infohash of the user's transfer, no key material
+    let mut logs = vec![(get_log.clone(), log)];
+    for i in 0..4 {
+        let p = bed.dir.path().join(format!("node{i}")).join("log");
+        logs.push((p.clone(), std::fs::read_to_string(&p).unwrap_or_default()));
+    }
+    let ih = bed.infohash.to_lowercase();
+    let mut secrets = Vec::new();
+    for i in 0..4 {
+        let key = std::fs::read(bed.dir.path().join(format!("node{i}/data/identity.key"))).unwrap();
+        secrets.push(hex::encode(&key));
+        // any 16-byte window of the key file, in hex
+        for w in key.windows(16).step_by(8) {
+            secrets.push(hex::encode(w));
+        }
+    }
+    for (path, text) in &logs {
+        let lower = text.to_lowercase();
+        assert!(
+            !lower.contains(&ih),
+            "{} names the transfer's infohash",
+            path.display()
+        );
+        for sec in &secrets {
+            assert!(
+                !lower.contains(sec.as_str()),
+                "{} contains key material",
+                path.display()
+            );
+        }
+    }
 }
 
 #[test]
