@@ -247,7 +247,7 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             hops,
             via,
             system,
-            no_tui: _,
+            no_tui,
             cmd,
         } => {
             match system {
@@ -265,7 +265,12 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             if !matches!(via, crate::cli::Via::Overlay | crate::cli::Via::Auto) {
                 return Err(not_wired("tunnel --via tor (issue 7)"));
             }
-            let code = runtime()?.block_on(crate::node::run::tunnel(&cfg, hops, &cmd))?;
+            let code = runtime()?.block_on(crate::node::run::tunnel(
+                &cfg,
+                hops,
+                &cmd,
+                crate::dash::want_tui(no_tui),
+            ))?;
             if code != 0 {
                 bail!("the wrapped program exited with status {code}");
             }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 struct Proc(Child);
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -376,4 +378,62 @@ fn open_with_no_node_running_starts_one_and_the_transfer_completes() {
         "the transfer did not complete in the node that `open` started"
     );
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
+}
+
+#[test]
+fn tunnel_shows_the_dashboard_in_a_terminal_and_reports_the_program_exit() {
+    let root = unsafe { libc::geteuid() } == 0;
+    let tmux_ok = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !root || !tmux_ok {
+        eprintln!("SKIP: needs root (a namespace and a tun) and tmux");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Vec::new();
+    let mut descs = Vec::new();
+    for (i, exit) in [false, false, true].into_iter().enumerate() {
+        let (p, d) = spawn_node(dir.path(), &format!("n{i}"), exit);
+        procs.push(p);
+        descs.push(d);
+    }
+    for d in &descs {
+        assert!(
+            wait_file(d, Duration::from_secs(20)),
+            "node did not write {}",
+            d.display()
+        );
+    }
+    let mut cmd = format!(
+        "{} --data-dir {} --socket {}",
+        env!("CARGO_BIN_EXE_warren"),
+        dir.path().join("client").display(),
+        dir.path().join("client.sock").display()
+    );
+    for d in &descs {
+        cmd.push_str(&format!(" --bootstrap {}", d.display()));
+    }
+    cmd.push_str(" tunnel -- sh -c 'echo hello from inside; sleep 2; exit 3'");
+    let t = common::tmux::Tmux::start(&cmd, 100, 30);
+    t.wait_for("Transfers", Duration::from_secs(20));
+    t.keys(&["3"]);
+    t.wait_for("Tunnel", Duration::from_secs(5));
+    t.keys(&["5"]);
+    t.wait_for("exited with status 3", Duration::from_secs(30));
+    t.keys(&["q"]);
+    let ok = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        t.exited()
+    });
+    assert!(
+        ok,
+        "warren tunnel did not exit after q:\n{}",
+        t.screen().join("\n")
+    );
+    let log =
+        std::fs::read_to_string(dir.path().join("client").join("tunnel-program.log")).unwrap();
+    assert!(log.contains("hello from inside"), "{log}");
 }

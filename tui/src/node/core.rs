@@ -32,6 +32,9 @@ struct Transfer {
 /// Extra network figures (relays run by this process, e.g. the demo's in-process network).
 pub type NetworkProbe = Box<dyn Fn() -> Vec<overlay::NodeStatus> + Send + Sync>;
 
+/// The flows of a tunnel run by this process, for the Tunnel tab.
+pub type FlowProbe = Box<dyn Fn() -> Vec<crate::status::FlowStatus> + Send + Sync>;
+
 pub struct NodeCore {
     node_id: String,
     clients: Clients,
@@ -44,6 +47,7 @@ pub struct NodeCore {
     started: Instant,
     log: Mutex<VecDeque<LogEntry>>,
     network: Option<NetworkProbe>,
+    flows: Mutex<Option<FlowProbe>>,
     shutdown: Arc<Notify>,
 }
 
@@ -72,6 +76,7 @@ impl NodeCore {
             started: Instant::now(),
             log: Mutex::new(VecDeque::new()),
             network: None,
+            flows: Mutex::new(None),
             shutdown: Arc::new(Notify::new()),
         }
     }
@@ -79,6 +84,13 @@ impl NodeCore {
     pub fn with_network_probe(mut self, probe: NetworkProbe) -> Self {
         self.network = Some(probe);
         self
+    }
+
+    /// Shows the flows of a tunnel on the Tunnel tab.
+    pub fn set_flow_probe(&self, probe: FlowProbe) {
+        if let Ok(mut f) = self.flows.lock() {
+            *f = Some(probe);
+        }
     }
 
     /// Resolves when a client asked the node to shut down.
@@ -236,7 +248,12 @@ impl NodeCore {
             uptime_secs: self.started.elapsed().as_secs(),
             transfers,
             circuits,
-            flows: Vec::new(),
+            flows: self
+                .flows
+                .lock()
+                .ok()
+                .and_then(|f| f.as_ref().map(|p| p()))
+                .unwrap_or_default(),
             network,
             log: self
                 .log
