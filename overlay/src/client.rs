@@ -1033,12 +1033,7 @@ impl Client {
             relays
         };
         path.push(last.clone());
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let c = build_circuit(id, path, &self.inner.cfg).await?;
-        let mut all = lock(&self.inner.all);
-        all.retain(|w| w.strong_count() > 0);
-        all.push(Arc::downgrade(&c));
-        Ok(c)
+        self.build_tracked(path).await
     }
 
     pub async fn build_circuit(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
@@ -1046,6 +1041,11 @@ impl Client {
             let dir = lock(&self.inner.directory);
             choose_path(&dir, hops).map_err(|e| ProviderError::NoCircuit(e.to_string()))?
         };
+        self.build_tracked(path).await
+    }
+
+    /// Builds a circuit along `path` and lists it for the dashboard.
+    async fn build_tracked(&self, path: Vec<Descriptor>) -> Result<Arc<ClientCirc>, ProviderError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let c = build_circuit(id, path, &self.inner.cfg).await?;
         let mut all = lock(&self.inner.all);

@@ -363,3 +363,30 @@ impl NodeApi for NodeCore {
 
 /// How often the plain reporter prints.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Prints plain progress lines every [`REPORT_EVERY`] until `handle` is complete and verified.
+/// Ctrl-C stops every transfer and returns an error that says the download resumes next time.
+pub async fn plain_progress(
+    core: &NodeCore,
+    handle: &TorrentHandle,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let mut rep = crate::dash::plain::PlainReporter::new();
+    let done = handle.wait_complete();
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            r = &mut done => {
+                r.map_err(|e| anyhow::anyhow!("download failed: {e}"))?;
+                break;
+            }
+            _ = tokio::time::sleep(REPORT_EVERY) => rep.report(out, &core.snapshot_now())?,
+            _ = tokio::signal::ctrl_c() => {
+                core.shutdown_all();
+                anyhow::bail!("interrupted; the download resumes from its verified pieces next time");
+            }
+        }
+    }
+    rep.report(out, &core.snapshot_now())?;
+    Ok(())
+}

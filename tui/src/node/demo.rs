@@ -17,9 +17,8 @@ use share::connector::PeerAddr;
 use share::session::{Session, SessionConfig};
 
 use super::connector::Clients;
-use super::core::{NodeCore, REPORT_EVERY};
+use super::core::NodeCore;
 use crate::control::channel::{channel, serve_channel};
-use crate::dash::plain::PlainReporter;
 
 pub struct DemoOptions {
     pub size: u64,
@@ -194,18 +193,7 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
             .await?
             .context("dashboard failed")?;
     } else {
-        let mut rep = PlainReporter::new();
-        let done = handle.wait_complete();
-        tokio::pin!(done);
-        loop {
-            tokio::select! {
-                r = &mut done => { r.map_err(|e| anyhow!("download failed: {e}"))?; break; }
-                _ = tokio::time::sleep(REPORT_EVERY) => {
-                    rep.report(out, &core.snapshot_now())?;
-                }
-            }
-        }
-        rep.report(out, &core.snapshot_now())?;
+        super::core::plain_progress(&core, &handle, out).await?;
     }
     let seconds = t0.elapsed().as_secs_f64();
     let complete = handle.status().have_bytes == opts.size;

@@ -16,10 +16,9 @@ use overlay::{Descriptor, Identity};
 use share::session::SessionConfig;
 
 use super::connector::Clients;
-use super::core::{NodeCore, REPORT_EVERY};
+use super::core::NodeCore;
 use crate::config::Config;
 use crate::control::channel::{channel, serve_channel};
-use crate::dash::plain::PlainReporter;
 
 /// Reads the verified descriptors named by `entries` (files of hex lines, or `desc:<hex>`).
 pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
@@ -240,20 +239,7 @@ pub async fn get(
             );
         }
     } else {
-        let mut rep = PlainReporter::new();
-        let done = handle.wait_complete();
-        tokio::pin!(done);
-        loop {
-            tokio::select! {
-                r = &mut done => { r.map_err(|e| anyhow!("download failed: {e}"))?; break; }
-                _ = tokio::time::sleep(REPORT_EVERY) => rep.report(out, &core.snapshot_now())?,
-                _ = tokio::signal::ctrl_c() => {
-                    core.shutdown_all();
-                    bail!("interrupted; the download resumes from its verified pieces next time");
-                }
-            }
-        }
-        rep.report(out, &core.snapshot_now())?;
+        super::core::plain_progress(&core, &handle, out).await?;
     }
     writeln!(out, "complete and verified: {}", handle.status().name)?;
     core.shutdown_all();
