@@ -340,19 +340,31 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
     }
 }
 
+/// Reads one length-prefixed link handshake message (length checked before allocating).
+/// `err(part, cause)` words the error for the side that reads.
+async fn read_handshake_msg(
+    sock: &mut TcpStream,
+    err: impl Fn(&str, std::io::Error) -> String,
+) -> Result<Vec<u8>, String> {
+    let mut p = [0u8; 2];
+    sock.read_exact(&mut p)
+        .await
+        .map_err(|e| err("length", e))?;
+    let n = link::handshake_len(p).map_err(|e| e.to_string())?;
+    let mut m = vec![0u8; n];
+    sock.read_exact(&mut m)
+        .await
+        .map_err(|e| err(&format!("{n}-byte message"), e))?;
+    Ok(m)
+}
+
 async fn accept_link(node: Arc<NodeInner>, mut sock: TcpStream) -> Result<(), String> {
     let _ = sock.set_nodelay(true);
     let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut p = [0u8; 2];
-        sock.read_exact(&mut p)
-            .await
-            .map_err(|e| format!("truncated handshake (length): {e}"))?;
-        let n = link::handshake_len(p).map_err(|e| e.to_string())?;
-        let mut m = vec![0u8; n];
-        sock.read_exact(&mut m)
-            .await
-            .map_err(|e| format!("truncated handshake ({n}-byte message): {e}"))?;
-        Ok::<_, String>(m)
+        read_handshake_msg(&mut sock, |part, e| {
+            format!("truncated handshake ({part}): {e}")
+        })
+        .await
     })
     .await
     .map_err(|_| "handshake timed out".to_string())??;
@@ -1012,16 +1024,7 @@ pub(crate) async fn dial_link(
         sock.write_all(&out)
             .await
             .map_err(|e| format!("link handshake to {addr}: {e}"))?;
-        let mut p = [0u8; 2];
-        sock.read_exact(&mut p)
-            .await
-            .map_err(|e| format!("link handshake from {addr}: {e}"))?;
-        let n = link::handshake_len(p).map_err(|e| e.to_string())?;
-        let mut m = vec![0u8; n];
-        sock.read_exact(&mut m)
-            .await
-            .map_err(|e| format!("link handshake from {addr}: {e}"))?;
-        Ok::<_, String>(m)
+        read_handshake_msg(&mut sock, |_, e| format!("link handshake from {addr}: {e}")).await
     })
     .await
     .map_err(|_| format!("link handshake with {addr} timed out"))??;
