@@ -27,10 +27,12 @@ use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX, WIRE_CELL};
 use crate::circuit::client::{choose_path, ClientCrypto};
 use crate::descriptor::{unix_now, Descriptor};
 use crate::handshake::{HopInitiator, HTYPE_NK};
+use crate::hs::{ClientIntro, HsMessage};
 use crate::identity::Identity;
 use crate::link::LinkDir;
 use crate::node::{dial_link, link_writer, lock, LINK_QUEUE};
 use crate::provider::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, ProviderError, Target};
+use crate::relay_crypto::HopKeys;
 use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
 
 const CIRC_ID: u32 = 1;
@@ -117,6 +119,14 @@ pub struct ClientCirc {
     bytes_down: AtomicU64,
     tasks: Mutex<Vec<AbortHandle>>,
     purpose: Mutex<String>,
+    /// Where hidden-service messages from the last real hop go (introduction and rendezvous).
+    hs_tx: Mutex<Option<mpsc::Sender<HsMessage>>>,
+    /// A downloader's handshake waiting for RENDEZVOUS2 (finished by the reader, which appends
+    /// the virtual hop before it reads the next cell).
+    rendezvous: Mutex<Option<ClientIntro>>,
+    /// A hidden seeder's rendezvous circuit: where streams the other end opens (BEGIN from the
+    /// virtual hop) are handed over.
+    inbound: Mutex<Option<mpsc::Sender<BoxStream>>>,
 }
 
 impl ClientCirc {
@@ -132,8 +142,58 @@ impl ClientCirc {
         &self.path
     }
 
+    /// The hop streams go to: the exit, or at a rendezvous the virtual hop standing for the other
+    /// end.
     fn last_hop(&self) -> usize {
-        self.path.len() - 1
+        lock(&self.crypto).len().saturating_sub(1)
+    }
+
+    /// Number of hops with keys (the built path, plus the virtual hop after a rendezvous).
+    pub fn hop_count(&self) -> usize {
+        lock(&self.crypto).len()
+    }
+
+    pub fn set_purpose(&self, p: impl Into<String>) {
+        *lock(&self.purpose) = p.into();
+    }
+
+    /// The binding value shared with hop `hop` (signed in ESTABLISH_INTRO).
+    pub fn binding(&self, hop: usize) -> Option<[u8; 32]> {
+        lock(&self.crypto).binding(hop)
+    }
+
+    /// From now on, hidden-service messages arriving on this circuit are delivered to the returned
+    /// receiver (a later call replaces the earlier receiver).
+    pub fn hs_messages(&self) -> mpsc::Receiver<HsMessage> {
+        let (tx, rx) = mpsc::channel(64);
+        *lock(&self.hs_tx) = Some(tx);
+        rx
+    }
+
+    /// Sends a hidden-service message to hop `hop`.
+    pub async fn send_hs(&self, hop: usize, m: &HsMessage) -> Result<(), ProviderError> {
+        self.send_to_hop(hop, crate::node::hs_rcmd(m), 0, &m.encode())
+            .await
+    }
+
+    /// A downloader's rendezvous circuit: when RENDEZVOUS2 arrives, `intro` is finished with its
+    /// handshake and the service's virtual hop is appended before any further cell is read.
+    pub fn expect_rendezvous(&self, intro: ClientIntro) {
+        *lock(&self.rendezvous) = Some(intro);
+    }
+
+    /// A seeder's rendezvous circuit: appends the client's virtual hop (call before sending
+    /// RENDEZVOUS1, so that no cell from the client can arrive before it).
+    pub fn add_virtual_hop(&self, keys: HopKeys) {
+        lock(&self.crypto).add_hop(keys);
+    }
+
+    /// Streams the other end of a rendezvous opens on this circuit are delivered to the returned
+    /// receiver; without it, such BEGINs are refused.
+    pub fn accept_streams(&self) -> mpsc::Receiver<BoxStream> {
+        let (tx, rx) = mpsc::channel(16);
+        *lock(&self.inbound) = Some(tx);
+        rx
     }
 
     /// Sends a relay message to hop `dest` (the generic "deliver payload to hop" API; issue 4 uses
@@ -179,8 +239,9 @@ impl ClientCirc {
             .await
             .map_err(|_| self.closed_err())?;
         let mut cr = lock(&self.crypto);
+        let last = cr.len().saturating_sub(1);
         let mut c = cr
-            .seal(CIRC_ID, self.last_hop(), rcmd::DATA, 1, b"tampered")
+            .seal(CIRC_ID, last, rcmd::DATA, 1, b"tampered")
             .map_err(|e| ProviderError::Closed(e.to_string()))?;
         c[100] ^= 0x04;
         permit.send(c);
@@ -223,6 +284,9 @@ impl ClientCirc {
         if let Some(p) = lock(&self.pending).take() {
             let _ = p.send(Err(why.clone()));
         }
+        lock(&self.hs_tx).take();
+        lock(&self.inbound).take();
+        lock(&self.rendezvous).take();
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
@@ -381,6 +445,32 @@ impl ClientCirc {
                 }
                 Ok(())
             }
+            rcmd::BEGIN => {
+                self.on_inbound_begin(hop, sid);
+                Ok(())
+            }
+            rcmd::ESTABLISH_INTRO..=rcmd::RENDEZVOUS2 => {
+                let m = HsMessage::decode(data).map_err(|e| e.to_string())?;
+                if let HsMessage::Rendezvous2 { handshake } = &m {
+                    let intro = lock(&self.rendezvous)
+                        .take()
+                        .ok_or("RENDEZVOUS2 on a circuit that expects none")?;
+                    let keys = intro
+                        .finish(handshake)
+                        .map_err(|e| format!("rendezvous handshake: {e}"))?;
+                    lock(&self.crypto).add_hop(keys);
+                }
+                let tx = lock(&self.hs_tx).clone();
+                if let Some(tx) = tx {
+                    if tx.try_send(m).is_err() {
+                        warn!(
+                            circ = self.id,
+                            "hidden-service messages not read; dropping one"
+                        );
+                    }
+                }
+                Ok(())
+            }
             rcmd::DATAGRAM => {
                 let (from, payload) = cell::decode_datagram(data).map_err(|e| e.to_string())?;
                 if let Some(d) = lock(&self.streams).get(&sid).and_then(|s| s.dgram.clone()) {
@@ -441,6 +531,60 @@ impl ClientCirc {
                 return Err(ProviderError::Closed("unexpected DHT_RESPONSE".into()))
             }
         }
+        Ok(self.attach_stream(sid, window, down_rx))
+    }
+
+    /// A BEGIN from the virtual hop of a rendezvous: the other end opens a stream to us.
+    fn on_inbound_begin(self: &Arc<Self>, hop: usize, sid: u32) {
+        let tx = lock(&self.inbound).clone();
+        let refuse = |why: &'static str| {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let end = cell::encode_end(reason::UNSUPPORTED, why);
+                let _ = me.send_to_hop(hop, rcmd::END, sid, &end).await;
+            });
+        };
+        let Some(tx) = tx else {
+            return refuse("this circuit accepts no streams");
+        };
+        if hop != self.last_hop() || sid == 0 || lock(&self.streams).contains_key(&sid) {
+            return refuse("bad inbound stream");
+        }
+        let (down_tx, down_rx) = mpsc::channel(STREAM_WINDOW as usize + 2);
+        let window = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
+        lock(&self.streams).insert(
+            sid,
+            Slot {
+                ctl: None,
+                data: Some(down_tx),
+                dgram: None,
+                window: Some(window.clone()),
+            },
+        );
+        let me = self.clone();
+        tokio::spawn(async move {
+            if me
+                .send_to_hop(hop, rcmd::CONNECTED, sid, &[])
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let stream = me.attach_stream(sid, window, down_rx);
+            if tx.send(stream).await.is_err() {
+                debug!(circ = me.id, "inbound stream not accepted: nobody listens");
+            }
+        });
+    }
+
+    /// The stream object for an open stream `sid`: a pump task sends what is written as DATA
+    /// cells within the stream and circuit windows; reads come from `down`.
+    fn attach_stream(
+        self: &Arc<Self>,
+        sid: u32,
+        window: Arc<Semaphore>,
+        down_rx: mpsc::Receiver<Down>,
+    ) -> BoxStream {
         let (up_tx, mut up_rx) = mpsc::channel::<Option<Bytes>>(8);
         let me = self.clone();
         let pump = tokio::spawn(async move {
@@ -521,7 +665,7 @@ impl ClientCirc {
             let _ = me.send_to_hop(me.last_hop(), rcmd::END, sid, &end).await;
         });
         lock(&self.tasks).push(pump.abort_handle());
-        Ok(Box::pin(CircStream {
+        Box::pin(CircStream {
             circ: self.clone(),
             sid,
             down: down_rx,
@@ -530,7 +674,7 @@ impl ClientCirc {
             done: None,
             up: PollSender::new(up_tx),
             shut: false,
-        }))
+        })
     }
 
     /// Resolves `name` at the exit.
@@ -825,6 +969,9 @@ pub async fn build_circuit(
         bytes_down: AtomicU64::new(0),
         tasks: Mutex::new(Vec::new()),
         purpose: Mutex::new("exit".into()),
+        hs_tx: Mutex::new(None),
+        rendezvous: Mutex::new(None),
+        inbound: Mutex::new(None),
     });
     let (rd, wr) = sock.into_split();
     let crate::link::LinkCipher { send, recv } = cipher;
@@ -980,6 +1127,11 @@ impl Client {
 
     pub fn config(&self) -> &ClientConfig {
         &self.inner.cfg
+    }
+
+    /// The verified descriptors this client builds circuits from.
+    pub fn directory(&self) -> Vec<Descriptor> {
+        lock(&self.inner.directory).clone()
     }
 
     /// Replaces the directory with the descriptors that verify now.

@@ -10,6 +10,7 @@ pub mod dht;
 pub mod dht_client;
 pub mod exit;
 pub mod handshake;
+pub mod hidden;
 pub mod hs;
 pub mod identity;
 pub mod link;

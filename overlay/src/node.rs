@@ -22,9 +22,11 @@ use tracing::{debug, info, warn};
 
 use crate::cell::{self, cmd, rcmd, reason, CellBuf, CELL_SIZE, RELAY_DATA_MAX, WIRE_CELL};
 use crate::circuit::relay::{RelayCrypto, Verdict};
-use crate::descriptor::{unix_now, Descriptor, ROLE_EXIT};
+use crate::descriptor::{unix_now, Descriptor, ROLE_EXIT, ROLE_INTRO, ROLE_RELAY};
 use crate::exit::ExitPolicy;
 use crate::handshake::{self, LinkInitiator, HTYPE_NK};
+use crate::hs::points::PointAction;
+use crate::hs::{HsMessage, IntroPointTable, RendezvousTable};
 use crate::identity::{Identity, NodeId};
 use crate::link::{self, LinkCipher, LinkDir};
 use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
@@ -134,7 +136,32 @@ struct CircState {
     streams: HashMap<u32, ExitStream>,
     udp: HashMap<u32, Arc<UdpSocket>>,
     tasks: Vec<AbortHandle>,
+    /// At a rendezvous point: the other end's circuit. Cells not addressed to this hop are passed
+    /// to it (with its backward layer added), as a middle relay passes them to its next hop.
+    joined: Option<Arc<RelayCirc>>,
 }
+
+/// A relay circuit as a key of the introduction and rendezvous tables (identity = the Arc).
+#[derive(Clone)]
+struct CircHandle(Arc<RelayCirc>);
+
+impl PartialEq for CircHandle {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+impl Eq for CircHandle {}
+impl std::hash::Hash for CircHandle {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(h)
+    }
+}
+
+/// Registrations an introduction point keeps at most.
+const MAX_INTRO_REGISTRATIONS: usize = 4096;
+/// Clients a rendezvous point lets wait at most, and for how long.
+const MAX_RENDEZVOUS_WAITING: usize = 4096;
+const RENDEZVOUS_TTL: Duration = Duration::from_secs(60);
 
 struct ExitStream {
     /// None after the client half-closed (END with reason DONE).
@@ -153,6 +180,10 @@ pub(crate) struct NodeInner {
     stopped: AtomicBool,
     /// The DHT service of a node with the DHT role.
     dht: Option<Mutex<crate::dht::DhtServer>>,
+    /// Hidden-service registrations (a node with the INTRO role).
+    intro: Mutex<IntroPointTable<CircHandle>>,
+    /// Clients waiting for their hidden seeder (any relay can be a rendezvous point).
+    rendezvous: Mutex<RendezvousTable<CircHandle>>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -250,6 +281,8 @@ impl Node {
             next_link: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             dht,
+            intro: Mutex::new(IntroPointTable::new(MAX_INTRO_REGISTRATIONS)),
+            rendezvous: Mutex::new(RendezvousTable::new(MAX_RENDEZVOUS_WAITING, RENDEZVOUS_TTL)),
         });
         let n2 = inner.clone();
         let h = tokio::spawn(async move { accept_loop(n2, listener).await });
@@ -509,7 +542,7 @@ async fn close_link(node: &Arc<NodeInner>, link: &Arc<Link>) {
 
 /// Tears a circuit down: streams aborted, DESTROY sent to the side(s) other than `from_link`.
 fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Option<u64>) {
-    let (next, tasks, streams) = {
+    let (next, tasks, streams, joined) = {
         let mut st = lock(&circ.st);
         if st.destroyed {
             return;
@@ -519,9 +552,17 @@ fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Opt
             st.next.take(),
             std::mem::take(&mut st.tasks),
             std::mem::take(&mut st.streams),
+            st.joined.take(),
         )
     };
     drop(streams);
+    let h = CircHandle(circ.clone());
+    lock(&node.intro).circuit_closed(&h);
+    lock(&node.rendezvous).circuit_closed(&h);
+    if let Some(other) = joined {
+        // the other end of a rendezvous loses its peer
+        destroy(node, &other, why, None);
+    }
     for t in tasks {
         t.abort();
     }
@@ -619,14 +660,16 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
             } else {
                 let verdict;
                 let next;
+                let joined;
                 {
                     let mut st = lock(&r.circ.st);
                     if st.destroyed {
                         return;
                     }
-                    let has_next = st.next.is_some();
+                    let has_next = st.next.is_some() || st.joined.is_some();
                     verdict = st.crypto.on_forward(cell::body_mut(&mut c), has_next);
                     next = st.next.clone();
+                    joined = st.joined.clone();
                 }
                 match verdict {
                     Verdict::Forward => {
@@ -636,6 +679,22 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                                 .relayed_bytes
                                 .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
                             let _ = nl.tx.send(c).await;
+                        } else if let Some(other) = joined {
+                            // rendezvous: pass the (end-to-end sealed) cell to the other end,
+                            // adding that circuit's backward layer
+                            let Ok(permit) = other.prev.tx.reserve().await else {
+                                return;
+                            };
+                            let mut st = lock(&other.st);
+                            if st.destroyed {
+                                return;
+                            }
+                            st.crypto.add_backward(cell::body_mut(&mut c));
+                            cell::set_circ_id(&mut c, other.prev_id);
+                            permit.send(c);
+                            node.stats
+                                .relayed_bytes
+                                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
                         }
                     }
                     Verdict::Destroy => {
@@ -688,6 +747,7 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
             streams: HashMap::new(),
             udp: HashMap::new(),
             tasks: Vec::new(),
+            joined: None,
         }),
     });
     lock(&link.circuits).insert(
@@ -899,7 +959,8 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             };
             let _ = send_back(circ, rcmd::DHT_RESPONSE, sid, &reply).await;
         }
-        rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE => {
+        rcmd::ESTABLISH_INTRO..=rcmd::RENDEZVOUS2 => handle_hs(node, circ, msg.data).await,
+        other if (rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE).contains(&other) => {
             let _ = send_back(
                 circ,
                 rcmd::END,
@@ -910,6 +971,99 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
         }
         other => {
             warn!("unknown relay command {other}");
+            destroy(node, circ, reason::PROTOCOL, None);
+        }
+    }
+}
+
+/// The relay command that carries a hidden-service message.
+pub(crate) fn hs_rcmd(m: &HsMessage) -> u8 {
+    match m {
+        HsMessage::EstablishIntro { .. } => rcmd::ESTABLISH_INTRO,
+        HsMessage::IntroEstablished => rcmd::INTRO_ESTABLISHED,
+        HsMessage::Introduce1 { .. } => rcmd::INTRODUCE1,
+        HsMessage::Introduce2 { .. } => rcmd::INTRODUCE2,
+        HsMessage::IntroduceAck { .. } => rcmd::INTRODUCE_ACK,
+        HsMessage::EstablishRendezvous { .. } => rcmd::ESTABLISH_RENDEZVOUS,
+        HsMessage::RendezvousEstablished => rcmd::RENDEZVOUS_ESTABLISHED,
+        HsMessage::Rendezvous1 { .. } => rcmd::RENDEZVOUS1,
+        HsMessage::Rendezvous2 { .. } => rcmd::RENDEZVOUS2,
+    }
+}
+
+async fn send_hs(circ: &RelayCirc, m: &HsMessage) -> Result<(), ()> {
+    send_back(circ, hs_rcmd(m), 0, &m.encode()).await
+}
+
+/// An introduction or rendezvous message addressed to this hop: the decisions are the sans-IO
+/// tables' (hs::points); this only carries them out.
+async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
+    let m = match HsMessage::decode(data) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!("malformed hidden-service message: {e}");
+            return destroy(node, circ, reason::PROTOCOL, None);
+        }
+    };
+    let from = CircHandle(circ.clone());
+    let action = match &m {
+        HsMessage::EstablishIntro { .. } | HsMessage::Introduce1 { .. } => {
+            if node.cfg.roles & ROLE_INTRO == 0 {
+                warn!("introduction request at a node without the INTRO role");
+                return destroy(node, circ, reason::UNSUPPORTED, None);
+            }
+            let binding = lock(&circ.st).crypto.binding();
+            lock(&node.intro).handle(from, &binding, m)
+        }
+        HsMessage::EstablishRendezvous { .. } | HsMessage::Rendezvous1 { .. } => {
+            if node.cfg.roles & ROLE_RELAY == 0 {
+                warn!("rendezvous request at a node that is not a relay");
+                return destroy(node, circ, reason::UNSUPPORTED, None);
+            }
+            lock(&node.rendezvous).handle(from, m, std::time::Instant::now())
+        }
+        other => {
+            warn!("hidden-service message {} sent to a relay", hs_rcmd(other));
+            return destroy(node, circ, reason::PROTOCOL, None);
+        }
+    };
+    match action {
+        PointAction::Reply(r) => {
+            let _ = send_hs(circ, &r).await;
+        }
+        PointAction::Forward { to, msg } => {
+            let _ = send_hs(&to.0, &msg).await;
+        }
+        PointAction::ForwardAndReply { to, msg, reply } => {
+            if send_hs(&to.0, &msg).await.is_err() {
+                debug!("introduction: the service's circuit is gone");
+            }
+            let _ = send_hs(circ, &reply).await;
+        }
+        PointAction::Join { to, msg } => {
+            let other = to.0;
+            {
+                let mut a = lock(&circ.st);
+                if a.next.is_some() || a.joined.is_some() {
+                    drop(a);
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
+                a.joined = Some(other.clone());
+            }
+            {
+                let mut b = lock(&other.st);
+                if b.destroyed || b.next.is_some() || b.joined.is_some() {
+                    drop(b);
+                    lock(&circ.st).joined = None;
+                    return destroy(node, circ, reason::DESTROYED, None);
+                }
+                b.joined = Some(circ.clone());
+            }
+            debug!("rendezvous joined");
+            let _ = send_hs(&other, &msg).await;
+        }
+        PointAction::Close(e) => {
+            warn!("hidden-service protocol error: {e}");
             destroy(node, circ, reason::PROTOCOL, None);
         }
     }

@@ -171,6 +171,23 @@ impl HopKeys {
         okm.zeroize();
         keys
     }
+
+    /// The same hop seen from the other end: what this side seals forward, the other opens as
+    /// backward and vice versa. The two ends of a rendezvous each put the other end's keys, so
+    /// swapped, as a virtual last hop on their circuits.
+    pub fn swapped(self) -> HopKeys {
+        let HopKeys { fwd, bwd } = self;
+        HopKeys { fwd: bwd, bwd: fwd }
+    }
+
+    /// A value both ends of this hop know and nobody else does (a hash of its MAC keys): the
+    /// binding an ESTABLISH_INTRO signature covers, so it cannot be replayed on another circuit.
+    pub fn binding(&self) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("warren 2026 intro binding v1");
+        h.update(&self.fwd.mac_key);
+        h.update(&self.bwd.mac_key);
+        *h.finalize().as_bytes()
+    }
 }
 
 /// Client side: encrypts a relay body for hop `dest` (0-based) through hops `0..dest`.

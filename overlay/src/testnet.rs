@@ -50,10 +50,11 @@ impl TestnetBuilder {
     pub async fn build(self) -> std::io::Result<Testnet> {
         let mut configs = Vec::new();
         for i in 0..self.relays + self.exits {
+            // every relay can be an introduction point
             let mut roles = if i < self.relays {
-                ROLE_RELAY
+                ROLE_RELAY | crate::descriptor::ROLE_INTRO
             } else {
-                ROLE_RELAY | ROLE_EXIT
+                ROLE_RELAY | ROLE_EXIT | crate::descriptor::ROLE_INTRO
             };
             if self.dht {
                 roles |= crate::descriptor::ROLE_DHT;

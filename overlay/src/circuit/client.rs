@@ -29,6 +29,11 @@ impl ClientCrypto {
         self.hops.push(k);
     }
 
+    /// The binding value of hop `hop` (see [`HopKeys::binding`]).
+    pub fn binding(&self, hop: usize) -> Option<[u8; 32]> {
+        self.hops.get(hop).map(|h| h.binding())
+    }
+
     pub fn len(&self) -> usize {
         self.hops.len()
     }

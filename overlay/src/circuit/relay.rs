@@ -34,6 +34,11 @@ impl RelayCrypto {
         }
     }
 
+    /// The binding value of this hop (see [`HopKeys::binding`]).
+    pub fn binding(&self) -> [u8; 32] {
+        self.keys.binding()
+    }
+
     /// Adds this hop's backward layer to a cell coming from further hops.
     pub fn add_backward(&mut self, body: &mut [u8]) {
         self.keys.bwd.apply(body);

@@ -7,17 +7,21 @@
 //! payload1 = version:u8(=1) cookie:[20] rp_id:[32] len:u16 rp_descriptor:[len]
 //! ```
 //! (where to meet, readable only by the service). Message 2 travels in RENDEZVOUS1/RENDEZVOUS2 with an
-//! empty payload. Both sides then hold [`E2eSession`]s: Noise transport ciphers, one per direction,
-//! whose nonces advance per message, so a replayed, dropped or reordered message fails to decrypt.
+//! empty payload. Both sides then derive, from the Noise split, the keys of a *virtual hop*: onion-layer
+//! keys like those of a relay ([`HopKeys`]) that each end appends to its own circuit as a last hop
+//! standing for the other end. Every relay cell between them is then sealed end to end with the
+//! circuit's usual layer + MAC + per-direction sequence number, so the rendezvous point sees only
+//! unrecognisable cells (not even stream ids or commands), and a replayed, dropped, reordered or
+//! tampered cell fails the MAC and tears the circuit down.
 
-use snow::{Builder, HandshakeState, TransportState};
+use snow::{Builder, HandshakeState};
+
+use crate::relay_crypto::{HopKeys, LAYER_CIPHER};
 
 use super::message::{HsError, COOKIE_LEN};
 
 const PATTERN: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
 const PROLOGUE: &[u8] = b"warren-hs-v1";
-/// Largest plaintext one end-to-end message carries (Noise's limit less the tag).
-pub const MAX_E2E_PLAINTEXT: usize = 65535 - 16;
 
 fn params() -> snow::params::NoiseParams {
     // ok: a constant, valid pattern string
@@ -113,21 +117,25 @@ impl ClientIntro {
         Ok((ClientIntro { hs }, buf))
     }
 
-    /// Completes the handshake with the blob from RENDEZVOUS2.
-    pub fn finish(mut self, reply: &[u8]) -> Result<E2eSession, HsError> {
+    /// Completes the handshake with the blob from RENDEZVOUS2; returns the virtual hop standing for
+    /// the service (append it to the rendezvous circuit).
+    pub fn finish(mut self, reply: &[u8]) -> Result<HopKeys, HsError> {
         let mut buf = vec![0u8; reply.len()];
         self.hs.read_message(reply, &mut buf).map_err(hs_err)?;
-        let t = self.hs.into_transport_mode().map_err(hs_err)?;
-        Ok(E2eSession { t })
+        if !self.hs.is_handshake_finished() {
+            return Err(HsError::Handshake("handshake not finished".into()));
+        }
+        let (a, b) = self.hs.dangerously_get_raw_split();
+        Ok(HopKeys::derive(LAYER_CIPHER, &a, &b))
     }
 }
 
 /// The service's side: reads INTRODUCE2, returns the meeting point, the RENDEZVOUS1 blob and the
-/// session.
+/// virtual hop standing for the client (append it to the service's rendezvous circuit).
 pub fn service_accept(
     keys: &ServiceKeys,
     intro: &[u8],
-) -> Result<(IntroRequest, Vec<u8>, E2eSession), HsError> {
+) -> Result<(IntroRequest, Vec<u8>, HopKeys), HsError> {
     let mut hs = Builder::new(params())
         .prologue(PROLOGUE)
         .local_private_key(&keys.private)
@@ -139,37 +147,8 @@ pub fn service_accept(
     let mut reply = vec![0u8; 128];
     let n = hs.write_message(&[], &mut reply).map_err(hs_err)?;
     reply.truncate(n);
-    let t = hs.into_transport_mode().map_err(hs_err)?;
-    Ok((req, reply, E2eSession { t }))
-}
-
-/// End-to-end encryption between the two ends of a rendezvous.
-pub struct E2eSession {
-    t: TransportState,
-}
-
-impl E2eSession {
-    /// Encrypts one message (at most [`MAX_E2E_PLAINTEXT`] bytes; longer input is the caller's bug
-    /// and is refused).
-    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, HsError> {
-        if plaintext.len() > MAX_E2E_PLAINTEXT {
-            return Err(HsError::TooLarge(plaintext.len()));
-        }
-        let mut out = vec![0u8; plaintext.len() + 16];
-        let n = self.t.write_message(plaintext, &mut out).map_err(hs_err)?;
-        out.truncate(n);
-        Ok(out)
-    }
-
-    pub fn open(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, HsError> {
-        let mut out = vec![0u8; ciphertext.len()];
-        let n = self
-            .t
-            .read_message(ciphertext, &mut out)
-            .map_err(|_| HsError::Decrypt)?;
-        out.truncate(n);
-        Ok(out)
-    }
+    let (a, b) = hs.dangerously_get_raw_split();
+    Ok((req, reply, HopKeys::derive(LAYER_CIPHER, &a, &b).swapped()))
 }
 
 #[cfg(test)]
@@ -184,8 +163,15 @@ mod tests {
         }
     }
 
+    /// A relay body with `msg` as relay data.
+    fn body(msg: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; crate::cell::RELAY_BODY];
+        b[crate::cell::RELAY_HEADER..crate::cell::RELAY_HEADER + msg.len()].copy_from_slice(msg);
+        b
+    }
+
     #[test]
-    fn handshake_gives_matching_sessions_and_hides_the_meeting_point() {
+    fn handshake_gives_matching_virtual_hops_and_hides_the_meeting_point() {
         let keys = ServiceKeys::generate().unwrap();
         let (client, intro) = ClientIntro::start(&keys.public, &req()).unwrap();
         // the introduction point relays `intro`: the cookie and rendezvous id are not in it
@@ -194,10 +180,19 @@ mod tests {
         let (got, reply, mut svc) = service_accept(&keys, &intro).unwrap();
         assert_eq!(got, req());
         let mut cli = client.finish(&reply).unwrap();
-        let c = cli.seal(b"bittorrent handshake").unwrap();
-        assert_eq!(svc.open(&c).unwrap(), b"bittorrent handshake");
-        let s = svc.seal(b"pieces").unwrap();
-        assert_eq!(cli.open(&s).unwrap(), b"pieces");
+        // client -> service
+        let mut b = body(b"bittorrent handshake");
+        cli.fwd.seal(&mut b);
+        assert!(!b.windows(10).any(|w| w == b"bittorrent"));
+        assert!(svc.bwd.open(&mut b));
+        assert_eq!(
+            &b[crate::cell::RELAY_HEADER..][..20],
+            b"bittorrent handshake"
+        );
+        // service -> client
+        let mut b = body(b"pieces");
+        svc.fwd.seal(&mut b);
+        assert!(cli.bwd.open(&mut b));
     }
 
     #[test]
@@ -214,14 +209,21 @@ mod tests {
         let (client, intro) = ClientIntro::start(&keys.public, &req()).unwrap();
         let (_, reply, mut svc) = service_accept(&keys, &intro).unwrap();
         let mut cli = client.finish(&reply).unwrap();
-        let m1 = cli.seal(b"one").unwrap();
-        assert_eq!(svc.open(&m1).unwrap(), b"one");
-        // a replayed message fails: the receiver's nonce has moved on
-        assert_eq!(svc.open(&m1), Err(HsError::Decrypt));
-        // a tampered message fails
-        let mut t = cli.seal(b"two").unwrap();
-        t[0] ^= 1;
-        assert_eq!(svc.open(&t), Err(HsError::Decrypt));
+        let mut m1 = body(b"one");
+        cli.fwd.seal(&mut m1);
+        let replay = m1.clone();
+        assert!(svc.bwd.open(&mut m1));
+        // a replayed cell fails: the receiver's sequence number has moved on
+        let mut r = replay;
+        assert!(!svc.bwd.open(&mut r));
+        // a tampered cell fails
+        let (client, intro) = ClientIntro::start(&keys.public, &req()).unwrap();
+        let (_, reply, mut svc) = service_accept(&keys, &intro).unwrap();
+        let mut cli = client.finish(&reply).unwrap();
+        let mut t = body(b"two");
+        cli.fwd.seal(&mut t);
+        t[100] ^= 1;
+        assert!(!svc.bwd.open(&mut t));
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub mod handshake;
 pub mod message;
 pub mod points;
 
-pub use handshake::{ClientIntro, E2eSession, IntroRequest, ServiceKeys};
+pub use handshake::{service_accept, ClientIntro, IntroRequest, ServiceKeys};
 pub use message::{HsError, HsMessage, COOKIE_LEN};
 pub use points::{IntroPointTable, RendezvousTable};

@@ -248,7 +248,9 @@ mod tests {
         };
         assert_eq!(to, CLI_RP);
         let mut cli = client.finish(&handshake).unwrap();
-        assert_eq!(svc.open(&cli.seal(b"hi").unwrap()).unwrap(), b"hi");
+        let mut b = vec![0u8; crate::cell::RELAY_BODY];
+        cli.fwd.seal(&mut b);
+        assert!(svc.bwd.open(&mut b));
         assert!(rp.is_empty());
     }
 
