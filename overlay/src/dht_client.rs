@@ -164,6 +164,7 @@ async fn request_via(
     let circ = tokio::time::timeout(timeout, client.circuit_ending_at(to, hops))
         .await
         .map_err(|_| ProviderError::Timeout("building a circuit to a DHT node".into()))??;
+    circ.set_purpose("dht lookup");
     let txid = rand::thread_rng().next_u64();
     let msg = Message::Request { txid, req }.encode();
     let reply = circ.dht_request(&msg, timeout).await;

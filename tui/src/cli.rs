@@ -284,7 +284,7 @@ pub enum Command {
     },
     /// Measure circuits, the BitTorrent engine or the tunnel
     #[command(
-        after_help = "Examples:\n  warren bench circuit --hops 3 --seconds 10\n  warren bench share --size 100000000\n  warren bench tunnel"
+        after_help = "Examples:\n  warren bench circuit --hops 3 --seconds 10\n  warren bench share --size 100000000\n  warren bench tunnel\n  warren bench hidden --size 1073741824 --runs 9"
     )]
     Bench {
         #[arg(value_enum)]
@@ -298,6 +298,9 @@ pub enum Command {
         /// Duration limit in seconds
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Repetitions of the latency measurement (bench hidden)
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
     },
     /// Show the configuration
     #[command(subcommand)]
@@ -339,6 +342,8 @@ pub enum BenchKind {
     Circuit,
     Share,
     Tunnel,
+    /// Hidden seeding in a 30-node in-process network: time to first piece, bulk MB/s
+    Hidden,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

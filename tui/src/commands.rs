@@ -237,7 +237,17 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             )
             .await
         }),
-        Command::Seed { .. } => Err(not_wired("seed")),
+        Command::Seed { path, hops, no_tui } => runtime()?.block_on(async {
+            let mut stdout = std::io::stdout();
+            crate::node::run::seed(
+                &cfg,
+                &path,
+                hops,
+                crate::dash::want_tui(no_tui),
+                &mut stdout,
+            )
+            .await
+        }),
         Command::Make {
             path,
             output,
@@ -299,7 +309,7 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             let opts = crate::node::demo::DemoOptions {
                 size,
                 hops: cfg.hops,
-                relays: 5,
+                relays: 8,
                 exits: 2,
                 tui: crate::dash::want_tui(no_tui),
                 work_dir,
@@ -317,7 +327,8 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             hops,
             size,
             seconds: _,
-        } => bench(what, hops, size, out),
+            runs,
+        } => bench(what, hops, size, runs, out),
     }
 }
 
@@ -388,7 +399,13 @@ fn make(
 }
 
 /// `warren bench`: runs a benchmark in this process and prints its figures.
-fn bench(what: crate::cli::BenchKind, hops: u8, size: u64, out: &mut dyn Write) -> Result<()> {
+fn bench(
+    what: crate::cli::BenchKind,
+    hops: u8,
+    size: u64,
+    runs: usize,
+    out: &mut dyn Write,
+) -> Result<()> {
     use crate::cli::BenchKind;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match what {
@@ -434,6 +451,11 @@ fn bench(what: crate::cli::BenchKind, hops: u8, size: u64, out: &mut dyn Write) 
                 report.tunnel_mb_s,
                 report.ratio * 100.0
             )?;
+            Ok(())
+        }
+        BenchKind::Hidden => {
+            let report = rt.block_on(crate::node::bench::hidden(size, hops, runs.max(1), out))?;
+            writeln!(out, "{report}")?;
             Ok(())
         }
         other => Err(not_wired(&format!("bench {other:?}").to_lowercase())),

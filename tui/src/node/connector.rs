@@ -5,8 +5,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use overlay::hidden::HiddenConfig;
 use overlay::{AnonProvider, IsolationKey, ProviderError, Target};
 use share::connector::{BoxedStream, Connector, PeerAddr};
+
+use super::hidden::HiddenPeers;
 
 /// One overlay client per hop count (1, 2, 3), sharing the node's directory, so that a transfer's
 /// hop count can change while it runs: new connections use the new count.
@@ -46,11 +49,22 @@ pub struct OverlayConnector {
     clients: Clients,
     iso: IsolationKey,
     hops: Arc<AtomicU8>,
+    hidden: HiddenPeers,
 }
 
 impl OverlayConnector {
-    pub fn new(clients: Clients, iso: IsolationKey, hops: Arc<AtomicU8>) -> Self {
-        OverlayConnector { clients, iso, hops }
+    pub fn new(
+        clients: Clients,
+        iso: IsolationKey,
+        hops: Arc<AtomicU8>,
+        hidden: HiddenPeers,
+    ) -> Self {
+        OverlayConnector {
+            clients,
+            iso,
+            hops,
+            hidden,
+        }
     }
 }
 
@@ -72,10 +86,27 @@ impl Connector for OverlayConnector {
             // the exit resolves the name: the local resolver never sees it
             PeerAddr::Host { host, port } => Target::Host(host.clone(), *port),
             PeerAddr::Opaque(s) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("no route to overlay address {s}: hidden services are not wired yet"),
-                ))
+                // a hidden seeder: meet it at a rendezvous point (a fresh circuit pair per
+                // connection, never shared with another transfer)
+                let entry = self.hidden.get(s).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("no route to overlay address {s}: not a known hidden seeder"),
+                    )
+                })?;
+                let hops = self.hops.load(Ordering::Relaxed);
+                let cfg = HiddenConfig {
+                    hops: usize::from(hops.clamp(1, 3)),
+                    ..HiddenConfig::default()
+                };
+                let client = self.clients.get(hops);
+                let circ = overlay::hidden::connect_hidden(client, &entry, &cfg)
+                    .await
+                    .map_err(to_io)?;
+                let s = overlay::hidden::open_hidden_stream(&circ, cfg.timeout)
+                    .await
+                    .map_err(to_io)?;
+                return Ok(Box::new(s));
             }
         };
         let client = self.clients.get(self.hops.load(Ordering::Relaxed));

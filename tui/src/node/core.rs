@@ -14,6 +14,7 @@ use share::session::{
 use tokio::sync::Notify;
 
 use super::connector::{Clients, OverlayConnector};
+use super::hidden::{HiddenPeers, HiddenSeed};
 use crate::control::{ApiError, NodeApi};
 use crate::status::{
     CircuitPurpose, CircuitState, CircuitStatus, LogEntry, LogLevel, NetworkStatus, StatusSnapshot,
@@ -27,6 +28,22 @@ struct Transfer {
     handle: TorrentHandle,
     hops: Arc<AtomicU8>,
     dir: PathBuf,
+    /// The DHT lookup of hidden seeders (a download).
+    lookup: Option<tokio::task::AbortHandle>,
+    /// The hidden service (a seeded torrent).
+    seed: Option<HiddenSeed>,
+}
+
+impl Transfer {
+    fn stop(&self) {
+        if let Some(l) = &self.lookup {
+            l.abort();
+        }
+        if let Some(s) = &self.seed {
+            s.stop();
+        }
+        self.session.shutdown();
+    }
 }
 
 /// Extra network figures (relays run by this process, e.g. the demo's in-process network).
@@ -49,6 +66,7 @@ pub struct NodeCore {
     network: Option<NetworkProbe>,
     flows: Mutex<Option<FlowProbe>>,
     shutdown: Arc<Notify>,
+    hidden: HiddenPeers,
 }
 
 fn api(e: impl std::fmt::Display) -> ApiError {
@@ -78,6 +96,7 @@ impl NodeCore {
             network: None,
             flows: Mutex::new(None),
             shutdown: Arc::new(Notify::new()),
+            hidden: HiddenPeers::default(),
         }
     }
 
@@ -148,6 +167,7 @@ impl NodeCore {
             self.clients.clone(),
             IsolationKey(id),
             hops.clone(),
+            self.hidden.clone(),
         ));
         let mut cfg = self.session_config.clone();
         cfg.resume_db = Some(self.data_dir.join("resume").join(ih.to_string()));
@@ -159,6 +179,9 @@ impl NodeCore {
             .add_torrent(TorrentSource::Magnet(magnet), &dir, AddOptions::default())
             .await
             .map_err(api)?;
+        // hidden seeders of this infohash, looked up in the overlay DHT through circuits
+        let client = (**self.clients.get(hops.load(Ordering::Relaxed))).clone();
+        let lookup = super::hidden::spawn_lookup(client, self.hidden.clone(), handle.clone());
         self.transfers.lock().map_err(api)?.insert(
             id,
             Transfer {
@@ -166,9 +189,66 @@ impl NodeCore {
                 handle: handle.clone(),
                 hops,
                 dir,
+                lookup: Some(lookup),
+                seed: None,
             },
         );
         Ok((id, handle))
+    }
+
+    /// Seeds `path` as a hidden seeder: makes the torrent, registers introduction points over
+    /// `hops`-hop circuits and publishes the swarm record in the overlay DHT. Returns the transfer,
+    /// its handle and the magnet link (no tracker, no peer address: it resolves inside the overlay).
+    pub async fn seed_path(
+        &self,
+        path: &std::path::Path,
+        hops: Option<u8>,
+    ) -> Result<(TransferId, TorrentHandle, String), ApiError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let hops = Arc::new(AtomicU8::new(hops.unwrap_or(self.default_hops).clamp(1, 3)));
+        let connector = Arc::new(OverlayConnector::new(
+            self.clients.clone(),
+            IsolationKey(id),
+            hops.clone(),
+            self.hidden.clone(),
+        ));
+        let mut cfg = self.session_config.clone();
+        cfg.resume_db = Some(self.data_dir.join("seeding").join(format!("{id}")));
+        let session = Session::new(cfg, connector).map_err(api)?;
+        let (handle, made) = session
+            .seed_path(path, share::make::MakeOptions::default())
+            .await
+            .map_err(|e| api(format!("cannot seed {}: {e}", path.display())))?;
+        let h = hops.load(Ordering::Relaxed);
+        let client = (**self.clients.get(h)).clone();
+        let seed = super::hidden::start_seed(client, session.clone(), handle.info_hash().0, h)
+            .await
+            .map_err(|e| api(format!("cannot start hidden seeding: {e}")))?;
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        self.transfers.lock().map_err(api)?.insert(
+            id,
+            Transfer {
+                session,
+                handle: handle.clone(),
+                hops,
+                dir,
+                lookup: None,
+                seed: Some(seed),
+            },
+        );
+        Ok((id, handle, made.magnet.to_uri()))
+    }
+
+    /// Swarm-record publications of a hidden-seeded transfer so far (None if not one).
+    pub fn published(&self, id: TransferId) -> Option<u64> {
+        self.with(id, |t| {
+            Ok(t.seed.as_ref().map(|s| s.published.load(Ordering::Relaxed)))
+        })
+        .ok()
+        .flatten()
     }
 
     fn with<T>(
@@ -214,9 +294,20 @@ impl NodeCore {
         let mut circuits = Vec::new();
         for (_, c) in self.clients.all() {
             for ci in c.circuits() {
+                let purpose = if ci.purpose.contains("introduction") {
+                    CircuitPurpose::Intro
+                } else if ci.purpose.contains("rendezvous") {
+                    CircuitPurpose::Rendezvous
+                } else if ci.purpose.contains("dht") {
+                    CircuitPurpose::Dht
+                } else if ci.purpose == "pooled" {
+                    CircuitPurpose::Preemptive
+                } else {
+                    CircuitPurpose::Exit
+                };
                 circuits.push(CircuitStatus {
                     id: ci.id,
-                    purpose: CircuitPurpose::Exit,
+                    purpose,
                     hops: ci.hops.clone(),
                     state: if ci.state == "open" {
                         CircuitState::Open
@@ -277,7 +368,7 @@ impl NodeCore {
     pub fn shutdown_all(&self) {
         if let Ok(map) = self.transfers.lock() {
             for t in map.values() {
-                t.session.shutdown();
+                t.stop();
             }
         }
     }
@@ -315,7 +406,7 @@ impl NodeApi for NodeCore {
         let ih = t.handle.info_hash();
         let files = t.handle.status().name;
         t.session.remove(&ih).map_err(api)?;
-        t.session.shutdown();
+        t.stop();
         if delete_data && !files.is_empty() {
             let p = t.dir.join(&files);
             // the name came through the metainfo sanitiser: a single safe component

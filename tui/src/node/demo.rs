@@ -1,9 +1,9 @@
 //! `warren demo`: a whole network in this process, and a download through it.
 //!
-//! It starts relays and exits on 127.0.0.1, a swarm peer seeding generated content on loopback,
-//! and a node whose only way out is the overlay: the magnet link is resolved (metadata over BEP 9)
-//! and downloaded through 3-hop circuits ending at an exit, which is the only address the seeder
-//! ever sees. No internet is needed.
+//! It starts relays and exits on 127.0.0.1 (all of them DHT nodes), a hidden seeder with generated
+//! content, and a downloading node: the magnet link has no tracker and no peer address, so it is
+//! resolved entirely inside the overlay (swarm record in the DHT, introduction, rendezvous, metadata
+//! over BEP 9) and downloaded through 3+3 hops. No internet is needed.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -13,8 +13,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{RngCore, SeedableRng};
-use share::connector::PeerAddr;
-use share::session::{Session, SessionConfig};
+use share::session::SessionConfig;
 
 use super::connector::Clients;
 use super::core::NodeCore;
@@ -44,7 +43,7 @@ fn generate(path: &Path, size: u64) -> Result<()> {
     generate_with(path, size, 1)
 }
 
-fn generate_with(path: &Path, size: u64, seed: u64) -> Result<()> {
+pub(crate) fn generate_with(path: &Path, size: u64, seed: u64) -> Result<()> {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7761_7272_656e ^ seed);
     let mut buf = vec![0u8; 1 << 20];
@@ -59,7 +58,7 @@ fn generate_with(path: &Path, size: u64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
+pub(crate) fn same_content(a: &Path, b: &Path) -> Result<bool> {
     use std::io::Read;
     let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
     if fa.metadata()?.len() != fb.metadata()?.len() {
@@ -94,72 +93,61 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
 
     writeln!(
         out,
-        "starting an in-process overlay: {} relays and {} exits on 127.0.0.1",
+        "starting an in-process overlay on 127.0.0.1: {} relays and {} exits, all DHT nodes, all \
+         possible introduction and rendezvous points",
         opts.relays, opts.exits
     )?;
     let net = Arc::new(
         overlay::testnet::Testnet::builder()
             .relays(opts.relays)
             .exits(opts.exits)
+            .dht(true)
             .build()
             .await
             .context("cannot start the in-process network")?,
     );
 
-    // a swarm peer on loopback: the "clearnet" seeder, reachable only through an exit
+    // the hidden seeder: a node of its own, reachable only through its introduction points
     let content = seed_dir.join("warren-demo.bin");
     writeln!(
         out,
-        "generating {} bytes of content for the seeder",
+        "generating {} bytes of content for the hidden seeder",
         opts.size
     )?;
     let (c, s) = (content.clone(), opts.size);
     tokio::task::spawn_blocking(move || generate(&c, s)).await??;
-    let seeder = Session::new(
-        SessionConfig::default(),
-        Arc::new(share::clearnet::TcpConnector::new()),
-    )?;
-    let listener = share::clearnet::listen("127.0.0.1:0".parse()?).await?;
-    let seeder_addr = listener.local_addr()?;
-    let seen: Arc<std::sync::Mutex<Vec<SocketAddr>>> = Arc::default();
-    {
-        let (session, seen) = (seeder.clone(), seen.clone());
-        tokio::spawn(async move {
-            while let Ok((s, from)) = listener.accept().await {
-                let _ = s.set_nodelay(true);
-                if let Ok(mut v) = seen.lock() {
-                    v.push(from);
-                }
-                session.accept_inbound(Box::new(s), PeerAddr::Ip(from));
-            }
-        });
-    }
-    let (_h, made) = seeder
-        .seed_path(&content, share::make::MakeOptions::default())
-        .await
-        .context("the seeder could not hash its content")?;
-    let mut magnet = made.magnet.clone();
-    magnet.peers = vec![seeder_addr.to_string()];
-    let link = magnet.to_uri();
-    writeln!(out, "seeder at {seeder_addr}; magnet link:\n  {link}")?;
-    // a second torrent, for adding by hand from the dashboard (`a`, paste the link)
     let extra = seed_dir.join("warren-demo-2.bin");
     let (c, s) = (extra.clone(), (opts.size / 4).max(1));
     tokio::task::spawn_blocking(move || generate_with(&c, s, 2)).await??;
-    let (_h2, made2) = seeder
-        .seed_path(&extra, share::make::MakeOptions::default())
+    let seeder = NodeCore::new(
+        "demo-seeder".into(),
+        Clients::new(overlay::ClientConfig::default(), net.descriptors()),
+        SessionConfig::default(),
+        work.join("seeder-state"),
+        seed_dir.clone(),
+        opts.hops,
+    );
+    let (_sid, _sh, link) = seeder
+        .seed_path(&content, Some(opts.hops))
         .await
-        .context("the seeder could not hash its second file")?;
-    let mut magnet2 = made2.magnet.clone();
-    magnet2.peers = vec![seeder_addr.to_string()];
-    let link2 = magnet2.to_uri();
+        .map_err(|e| anyhow!("the hidden seeder could not start: {}", e.0))?;
+    writeln!(
+        out,
+        "hidden seeder registered at its introduction points; magnet link (no tracker, no peer \
+         address: it resolves inside the overlay):\n  {link}"
+    )?;
+    // a second torrent, for adding by hand from the dashboard (`a`, paste the link)
+    let (_sid2, _sh2, link2) = seeder
+        .seed_path(&extra, Some(opts.hops))
+        .await
+        .map_err(|e| anyhow!("the hidden seeder could not start: {}", e.0))?;
     std::fs::write(work.join("extra-magnet.txt"), &link2)?;
     writeln!(
         out,
         "a second torrent to add with `a` in the dashboard:\n  {link2}"
     )?;
 
-    // the downloading node: its only way out is the overlay
+    // the downloading node: it finds the seeder in the DHT and meets it at a rendezvous point
     let clients = Clients::new(overlay::ClientConfig::default(), net.descriptors());
     let probe_net = net.clone();
     let core = Arc::new(
@@ -182,8 +170,8 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
         .map_err(|e| anyhow!("{}", e.0))?;
     writeln!(
         out,
-        "downloading through {}-hop circuits (metadata first, over BEP 9)",
-        opts.hops
+        "downloading through {h}+{h} hops: DHT lookup, rendezvous, metadata over BEP 9, pieces",
+        h = opts.hops
     )?;
 
     if opts.tui {
@@ -199,15 +187,14 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
     let complete = handle.status().have_bytes == opts.size;
     if !complete {
         core.shutdown_all();
-        seeder.shutdown();
+        seeder.shutdown_all();
         bail!("the dashboard was closed before the download completed");
     }
     let got = dl_dir.join("warren-demo.bin");
     let identical = same_content(&content, &got)?;
     let circuits = core.snapshot_now().circuits.len();
-    let seeder_saw = seen.lock().map(|v| v.clone()).unwrap_or_default();
     core.shutdown_all();
-    seeder.shutdown();
+    seeder.shutdown_all();
     writeln!(
         out,
         "done: {} bytes in {:.2} s ({:.1} MB/s), {} circuits, content {}",
@@ -221,11 +208,10 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
             "DIFFERENT"
         }
     )?;
-    let exits: Vec<SocketAddr> = net.descriptors().iter().map(|d| d.addr).collect();
     writeln!(
         out,
-        "the seeder saw connections from {:?} (overlay nodes: {:?})",
-        seeder_saw, exits
+        "neither side learned the other's address: the seeder saw only rendezvous streams, the \
+         downloader only the seeder's introduction points"
     )?;
     if !identical {
         bail!("downloaded content differs from the seeder's");
@@ -235,6 +221,6 @@ pub async fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<Demo
         seconds,
         identical,
         circuits,
-        seeder_saw,
+        seeder_saw: Vec::new(),
     })
 }

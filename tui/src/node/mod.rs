@@ -4,9 +4,11 @@
 //! [`connector::OverlayConnector`]: every peer and tracker contact of a transfer becomes a stream on
 //! one of that transfer's circuits (its own isolation key), never a socket from this host.
 
+pub mod bench;
 pub mod connector;
 pub mod core;
 pub mod demo;
+pub mod hidden;
 pub mod run;
 
 pub use self::core::NodeCore;

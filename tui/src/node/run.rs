@@ -128,7 +128,8 @@ pub async fn node(
         .map_err(|e| anyhow!("identity {}: {e}", id_path.display()))?;
     let mut roles = 0;
     if relay || exit {
-        roles |= ROLE_RELAY;
+        // every relay can also be an introduction point
+        roles |= ROLE_RELAY | overlay::descriptor::ROLE_INTRO;
     }
     if exit {
         roles |= ROLE_EXIT;
@@ -211,9 +212,12 @@ pub async fn get(
         );
     }
     let directory = load_directory(&cfg.network.bootstrap)?;
-    if !directory.iter().any(|d| d.roles & ROLE_EXIT != 0) {
+    if !directory
+        .iter()
+        .any(|d| d.roles & (ROLE_EXIT | overlay::descriptor::ROLE_DHT) != 0)
+    {
         bail!(
-            "none of the {} bootstrap nodes is an exit: nothing can reach the swarm",
+            "none of the {} bootstrap nodes is an exit or a DHT node: nothing can reach the swarm",
             directory.len()
         );
     }
@@ -242,6 +246,80 @@ pub async fn get(
         super::core::plain_progress(&core, &handle, out).await?;
     }
     writeln!(out, "complete and verified: {}", handle.status().name)?;
+    core.shutdown_all();
+    Ok(())
+}
+
+/// `warren seed PATH`: seeds PATH as a hidden seeder until Ctrl-C (or `q` in the dashboard).
+pub async fn seed(
+    cfg: &Config,
+    path: &Path,
+    hops: Option<u8>,
+    tui: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    if !path.exists() {
+        bail!("nothing to seed: {} does not exist", path.display());
+    }
+    if cfg.network.bootstrap.is_empty() {
+        bail!(
+            "no overlay to seed into: give descriptor files of running nodes with --bootstrap FILE \
+             (or `bootstrap` in the config); `warren demo` runs a whole network in-process"
+        );
+    }
+    let directory = load_directory(&cfg.network.bootstrap)?;
+    if !directory
+        .iter()
+        .any(|d| d.roles & overlay::descriptor::ROLE_DHT != 0)
+    {
+        bail!(
+            "none of the {} bootstrap nodes is a DHT node: the swarm record could not be published",
+            directory.len()
+        );
+    }
+    let core = Arc::new(core_for(cfg, directory, "seeder".into())?);
+    serve_socket(cfg, core.clone(), out);
+    writeln!(out, "hashing {} ...", path.display())?;
+    out.flush()?;
+    let (id, handle, magnet) = core
+        .seed_path(path, hops)
+        .await
+        .map_err(|e| anyhow!("{}", e.0))?;
+    writeln!(
+        out,
+        "seeding {} as a hidden seeder ({} introduction points); magnet link:\n{magnet}",
+        handle.status().name,
+        core.snapshot_now()
+            .circuits
+            .iter()
+            .filter(|c| c.purpose == crate::status::CircuitPurpose::Intro)
+            .count(),
+    )?;
+    out.flush()?;
+    if tui {
+        let (mut ctl, rx) = channel();
+        tokio::spawn(serve_channel(core.clone(), rx));
+        tokio::task::spawn_blocking(move || crate::dash::run(&mut ctl))
+            .await?
+            .context("dashboard failed")?;
+    } else {
+        let stop = core.shutdown_signal();
+        let mut rep = crate::dash::plain::PlainReporter::new();
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = stop.notified() => break,
+                _ = tokio::time::sleep(super::core::REPORT_EVERY) => {
+                    if !announced && core.published(id).unwrap_or(0) > 0 {
+                        announced = true;
+                        writeln!(out, "swarm record published in the overlay DHT")?;
+                    }
+                    rep.report(out, &core.snapshot_now())?;
+                }
+            }
+        }
+    }
     core.shutdown_all();
     Ok(())
 }
