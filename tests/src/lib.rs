@@ -7,8 +7,8 @@ pub mod netns;
 pub mod proc;
 
 pub use capture::Capture;
-pub use netns::{Netns, Veth};
-pub use proc::{free_port, have, Child};
+pub use netns::{Host, Netns, Veth};
+pub use proc::{free_port, have, wait_file, wait_until, Child};
 
 /// True when the process runs as root (needed for namespaces and tun devices).
 pub fn is_root() -> bool {

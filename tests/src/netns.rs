@@ -143,3 +143,25 @@ impl Veth {
         })
     }
 }
+
+/// A host of a test bed: its own namespace behind `router`, on subnet `10.213.<subnet>.0/24`, with
+/// its default route through the router (which must forward).
+pub struct Host {
+    pub ns: Netns,
+    pub addr: String,
+    /// the interface inside the host's namespace
+    pub iface: String,
+}
+
+impl Host {
+    pub fn behind(router: &Netns, tag: &str, subnet: u8) -> io::Result<Host> {
+        let ns = Netns::new(tag)?;
+        let v = Veth::connect(router, &ns, subnet)?;
+        ns.ip(&["route", "add", "default", "via", &v.a_addr])?;
+        Ok(Host {
+            ns,
+            addr: v.b_addr,
+            iface: v.b_if,
+        })
+    }
+}

@@ -94,3 +94,10 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Waits until the file at `p` exists and is not empty.
+pub fn wait_file(p: &std::path::Path, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)
+    })
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use warren_tests::{capture, is_root, Capture, Child, Netns, Veth};
+use warren_tests::{capture, is_root, wait_file, Capture, Child, Host, Netns};
 
 const LT_SEED: &str = r#"
 import sys, time, libtorrent as lt
@@ -27,34 +27,8 @@ while True:
         print('peer', peer.ip[0], flush=True)
 "#;
 
-struct Host {
-    ns: Netns,
-    addr: String,
-    /// the interface inside the host's namespace
-    iface: String,
-}
-
 fn host(router: &Netns, tag: &str, subnet: u8) -> Host {
-    let ns = Netns::new(tag).unwrap();
-    let v = Veth::connect(router, &ns, subnet).unwrap();
-    ns.ip(&["route", "add", "default", "via", &v.a_addr])
-        .unwrap();
-    Host {
-        ns,
-        addr: v.b_addr,
-        iface: v.b_if,
-    }
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    Host::behind(router, tag, subnet).unwrap()
 }
 
 fn tools_present() -> bool {

@@ -55,6 +55,65 @@ pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
     Ok(out)
 }
 
+/// Like [`load_directory`], but skips entries that cannot be read yet (a node started before its
+/// peers waits for their descriptor files); returns the descriptors and the skipped entries.
+pub fn load_directory_lenient(entries: &[String]) -> (Vec<Descriptor>, Vec<String>) {
+    let mut out: Vec<Descriptor> = Vec::new();
+    let mut missing = Vec::new();
+    for e in entries {
+        match load_directory(std::slice::from_ref(e)) {
+            Ok(ds) => {
+                for d in ds {
+                    if !out.iter().any(|o| o.id == d.id) {
+                        out.push(d);
+                    }
+                }
+            }
+            Err(_) => missing.push(e.clone()),
+        }
+    }
+    (out, missing)
+}
+
+/// How often bootstrap descriptors are read again.
+const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Keeps the directory current: reads the bootstrap entries again every few seconds and, when the
+/// set of descriptors changed, gives it to the node's clients (and to its DHT routing table).
+fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overlay::Node>) {
+    let entries = cfg.network.bootstrap.clone();
+    if entries.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut known: Vec<[u8; 32]> = Vec::new();
+        let mut warned = false;
+        loop {
+            let (ds, missing) = load_directory_lenient(&entries);
+            let mut ids: Vec<[u8; 32]> = ds.iter().map(|d| d.id.0).collect();
+            ids.sort();
+            if ids != known {
+                known = ids;
+                for (_, c) in core.clients().all() {
+                    c.set_directory(ds.clone());
+                }
+                if let Some(n) = &node {
+                    let learned = n.dht_learn(&ds);
+                    tracing::info!(descriptors = ds.len(), dht = learned, "directory updated");
+                }
+            }
+            if !missing.is_empty() && !warned {
+                warned = true;
+                tracing::warn!(
+                    "waiting for bootstrap descriptors that cannot be read yet: {}",
+                    missing.join(", ")
+                );
+            }
+            tokio::time::sleep(DIRECTORY_REFRESH).await;
+        }
+    });
+}
+
 fn exit_policy(cfg: &Config) -> Result<ExitPolicy> {
     let mut p = ExitPolicy::default();
     if !cfg.exit_policy.allow_ports.is_empty() {
@@ -168,11 +227,22 @@ pub async fn node(
         desc_path.display()
     )?;
     out.flush()?;
-    let directory = if cfg.network.bootstrap.is_empty() {
-        Vec::new()
-    } else {
-        load_directory(&cfg.network.bootstrap)?
-    };
+    // a node may start before its peers: entries that cannot be read yet are read again later
+    let (directory, missing) = load_directory_lenient(&cfg.network.bootstrap);
+    if cfg.network.bootstrap.is_empty() {
+        writeln!(
+            out,
+            "this node knows no other node (no --bootstrap): it relays for clients that know it, \
+             but cannot build circuits or reach the DHT itself"
+        )?;
+    } else if !missing.is_empty() {
+        writeln!(
+            out,
+            "bootstrap: {} descriptors read, waiting for {}",
+            directory.len(),
+            missing.join(", ")
+        )?;
+    }
     if dht {
         let n = node.dht_learn(&directory);
         writeln!(
@@ -181,6 +251,7 @@ pub async fn node(
         )?;
     }
     let core = Arc::new(core_for(cfg, directory, node.id().short())?);
+    spawn_directory_refresh(cfg, core.clone(), Some(node.clone()));
     serve_socket(cfg, core.clone(), out);
     out.flush()?;
     let stop = core.shutdown_signal();
@@ -222,6 +293,7 @@ pub async fn get(
         );
     }
     let core = Arc::new(core_for(cfg, directory, "client".into())?);
+    spawn_directory_refresh(cfg, core.clone(), None);
     serve_socket(cfg, core.clone(), out);
     let (_id, handle) = core
         .add_magnet(magnet, dir, hops)
@@ -278,6 +350,7 @@ pub async fn seed(
         );
     }
     let core = Arc::new(core_for(cfg, directory, "seeder".into())?);
+    spawn_directory_refresh(cfg, core.clone(), None);
     serve_socket(cfg, core.clone(), out);
     writeln!(out, "hashing {} ...", path.display())?;
     out.flush()?;
