@@ -66,6 +66,39 @@ impl Connector for TcpConnector {
             )),
         }
     }
+
+    async fn datagram(&self) -> io::Result<Box<dyn crate::connector::DatagramAssoc>> {
+        Ok(Box::new(UdpAssoc(
+            tokio::net::UdpSocket::bind("0.0.0.0:0").await?,
+        )))
+    }
+}
+
+/// A plain UDP socket (clearnet, tests only) as a datagram association.
+struct UdpAssoc(tokio::net::UdpSocket);
+
+#[async_trait]
+impl crate::connector::DatagramAssoc for UdpAssoc {
+    async fn send_to(&self, payload: &[u8], to: &PeerAddr) -> io::Result<()> {
+        let addr = match to {
+            PeerAddr::Ip(a) => *a,
+            PeerAddr::Host { host, port } => tokio::net::lookup_host((host.as_str(), *port))
+                .await?
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?,
+            PeerAddr::Opaque(s) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("UDP cannot reach overlay address {s}"),
+                ))
+            }
+        };
+        self.0.send_to(payload, addr).await.map(|_| ())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv_from(buf).await.map(|(n, _)| n)
+    }
 }
 
 /// Bind a TCP listener for peers.

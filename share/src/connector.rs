@@ -38,8 +38,25 @@ impl fmt::Display for PeerAddr {
     }
 }
 
-/// Opens outbound streams.
+/// A datagram association (UDP trackers): datagrams to any address, answers from any.
+#[async_trait]
+pub trait DatagramAssoc: Send + Sync {
+    async fn send_to(&self, payload: &[u8], to: &PeerAddr) -> io::Result<()>;
+    /// Receives the next datagram into `buf`; returns its length.
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// Opens outbound streams (and datagram associations).
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
     async fn connect(&self, peer: &PeerAddr) -> io::Result<BoxedStream>;
+
+    /// Opens a datagram association for UDP trackers. A connector that cannot carry datagrams
+    /// refuses; the engine then skips UDP trackers (it never falls back to anything else).
+    async fn datagram(&self) -> io::Result<Box<dyn DatagramAssoc>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this connector carries no datagrams",
+        ))
+    }
 }

@@ -983,10 +983,10 @@ impl Torrent {
         if self.shared.config.use_trackers {
             let trackers = self.lock().trackers.clone();
             for url in trackers {
-                if url.starts_with("http://") {
+                if url.starts_with("http://") || url.starts_with("udp://") {
                     tokio::spawn(self.clone().tracker_loop(url, token.clone()));
                 } else {
-                    debug!(%url, "tracker scheme not supported over streams yet; skipped");
+                    debug!(%url, "tracker scheme not supported; skipped");
                 }
             }
         }

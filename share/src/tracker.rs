@@ -17,8 +17,10 @@ pub const MAX_RESPONSE: usize = 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum TrackerError {
-    #[error("tracker URL {0:?} is not an http:// URL we can use")]
+    #[error("tracker URL {0:?} is not an http:// or udp:// URL we can use")]
     BadUrl(String),
+    #[error("UDP tracker: {0}")]
+    Udp(#[from] crate::udp_tracker::UdpTrackerError),
     #[error("tracker I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("tracker answered HTTP status {0}")]
@@ -251,6 +253,9 @@ pub async fn announce(
     a: &Announce,
     timeout: Duration,
 ) -> Result<AnnounceResponse, TrackerError> {
+    if url.starts_with("udp://") {
+        return crate::udp_tracker::announce(connector, url, a, timeout).await;
+    }
     let url = HttpUrl::parse(url)?;
     let fut = async {
         let mut s = connector.connect(&url.peer_addr()).await?;

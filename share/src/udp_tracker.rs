@@ -184,6 +184,79 @@ impl UdpTracker {
     }
 }
 
+/// Where a `udp://host:port[/...]` tracker is.
+pub fn parse_url(url: &str) -> Result<crate::connector::PeerAddr, crate::tracker::TrackerError> {
+    use crate::connector::PeerAddr;
+    let bad = || crate::tracker::TrackerError::BadUrl(url.to_string());
+    let rest = url.strip_prefix("udp://").ok_or_else(bad)?;
+    let hostport = rest.split(['/', '?']).next().unwrap_or("");
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, p) = v6.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        hostport.rsplit_once(':').ok_or_else(bad)?
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok(match host.parse::<IpAddr>() {
+        Ok(ip) => PeerAddr::Ip(SocketAddr::new(ip, port)),
+        Err(_) => PeerAddr::Host {
+            host: host.to_string(),
+            port,
+        },
+    })
+}
+
+/// One announce to a UDP tracker over the connector's datagram association (through an exit in
+/// anonymous mode): connect, then announce, each datagram sent up to 3 times.
+pub async fn announce(
+    connector: &dyn crate::connector::Connector,
+    url: &str,
+    a: &Announce,
+    timeout: Duration,
+) -> Result<AnnounceResponse, crate::tracker::TrackerError> {
+    use crate::tracker::TrackerError;
+    let to = parse_url(url)?;
+    let fut = async {
+        let sock = connector.datagram().await?;
+        let mut t = UdpTracker::new();
+        let mut out = t.announce(a.clone(), Instant::now());
+        let mut buf = vec![0u8; 2048];
+        let mut tries = 0;
+        loop {
+            sock.send_to(&out, &to).await?;
+            let per_try = (timeout / 3).max(Duration::from_millis(200));
+            match tokio::time::timeout(per_try, sock.recv(&mut buf)).await {
+                Err(_) => {
+                    tries += 1;
+                    if tries >= 3 {
+                        return Err(TrackerError::Timeout);
+                    }
+                }
+                Ok(r) => {
+                    let n = r?;
+                    match t.on_datagram(&buf[..n], Instant::now()) {
+                        Ok(Next::Send(p)) => {
+                            out = p;
+                            tries = 0;
+                        }
+                        Ok(Next::Done(resp)) => return Ok(resp),
+                        // a stray or late answer to an earlier try: keep waiting
+                        Err(UdpTrackerError::WrongTransaction) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(TrackerError::Timeout),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +271,32 @@ mod tests {
             left: 100,
             event: Event::Started,
             numwant: 50,
+        }
+    }
+
+    #[test]
+    fn udp_urls() {
+        use crate::connector::PeerAddr;
+        assert_eq!(
+            parse_url("udp://10.0.0.1:6969/announce").unwrap(),
+            PeerAddr::Ip("10.0.0.1:6969".parse().unwrap())
+        );
+        assert_eq!(
+            parse_url("udp://tracker.example:1337").unwrap(),
+            PeerAddr::Host {
+                host: "tracker.example".into(),
+                port: 1337
+            }
+        );
+        assert!(parse_url("udp://[::1]:80/x").is_ok());
+        for bad in [
+            "udp://host",
+            "udp://:80",
+            "http://x:1",
+            "udp://h:0",
+            "udp://h:99999",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 

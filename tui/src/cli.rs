@@ -88,6 +88,9 @@ pub struct ConfigOverrides {
     /// Exit limit in bytes/s, 0 = none (config: rate_limits.exit)
     #[arg(long = "limit-exit", global = true, value_name = "BYTES")]
     pub limit_exit: Option<u64>,
+    /// Network for exit traffic: overlay, tor or auto (config: via)
+    #[arg(long, global = true, value_enum)]
+    pub via: Option<Via>,
 }
 
 impl GlobalArgs {
@@ -126,6 +129,9 @@ impl GlobalArgs {
         }
         if let Some(v) = o.exit_allow_private {
             cfg.exit_policy.allow_private = v;
+        }
+        if let Some(v) = o.via {
+            cfg.via = v;
         }
         for (flag, slot) in [
             (o.limit_download, &mut cfg.rate_limits.download),
@@ -211,9 +217,6 @@ pub enum Command {
         /// Circuit hop count, 1-3 [default: from config]
         #[arg(long, value_parser = hops_parser())]
         hops: Option<u8>,
-        /// Which network carries the traffic
-        #[arg(long, value_enum, default_value_t = Via::Auto)]
-        via: Via,
         /// System-wide mode instead of wrapping one program
         #[arg(long, value_enum, value_name = "up|down")]
         system: Option<SystemMode>,
@@ -324,10 +327,18 @@ pub enum ConfigCommand {
     Show,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// Which network carries exit traffic (trackers, web seeds, clearnet peers, tunnel flows).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Via {
+    /// warren's own overlay exits
+    #[default]
     Overlay,
+    /// Tor exits (arti); TCP only: UDP is refused
     Tor,
+    /// overlay exits first, Tor when none answers; UDP through overlay exits only
     Auto,
 }
 
@@ -407,9 +418,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.global.log_level(), "info");
+        assert_eq!(c.global.overrides.via, Some(Via::Tor));
         match c.command {
-            Command::Tunnel { via, cmd, .. } => {
-                assert_eq!(via, Via::Tor);
+            Command::Tunnel { cmd, .. } => {
                 assert_eq!(cmd, vec!["curl", "-s", "http://x"]);
             }
             other => panic!("{other:?}"),

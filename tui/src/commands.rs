@@ -86,6 +86,7 @@ fn start_node_for_open(
         cmd.arg("--download-dir").arg(d);
     }
     cmd.arg("--default-hops").arg(cfg.hops.to_string());
+    cmd.arg("--via").arg(crate::node::via::via_arg(cfg.via));
     for b in &cfg.network.bootstrap {
         cmd.arg("--bootstrap").arg(b);
     }
@@ -255,7 +256,6 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
         } => make(&path, output, tracker, out),
         Command::Tunnel {
             hops,
-            via,
             system,
             no_tui,
             cmd,
@@ -271,9 +271,6 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
                     return crate::node::run::system_down(&cfg, out);
                 }
                 None => {}
-            }
-            if !matches!(via, crate::cli::Via::Overlay | crate::cli::Via::Auto) {
-                return Err(not_wired("tunnel --via tor (issue 7)"));
             }
             let code = runtime()?.block_on(crate::node::run::tunnel(
                 &cfg,

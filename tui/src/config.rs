@@ -21,10 +21,15 @@ pub struct Config {
     pub download_dir: Option<PathBuf>,
     /// Control socket. Default: `$XDG_RUNTIME_DIR/warren/control.sock`, else in the data dir.
     pub socket: Option<PathBuf>,
+    /// Which network carries exit traffic: `overlay`, `tor` or `auto` (overlay first, then Tor).
+    pub via: crate::cli::Via,
     pub network: NetworkConfig,
     pub roles: RolesConfig,
     pub exit_policy: ExitPolicyConfig,
     pub rate_limits: RateLimitsConfig,
+    /// Tor (arti) settings, used with `via = "tor"` or `"auto"`; state and cache directories
+    /// default to `<data_dir>/tor/`.
+    pub tor: warren_tor::TorConfig,
 }
 
 /// Listening and bootstrapping.
@@ -73,10 +78,12 @@ impl Default for Config {
             data_dir: None,
             download_dir: None,
             socket: None,
+            via: crate::cli::Via::Overlay,
             network: NetworkConfig::default(),
             roles: RolesConfig::default(),
             exit_policy: ExitPolicyConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            tor: warren_tor::TorConfig::default(),
         }
     }
 }
@@ -203,6 +210,9 @@ impl Config {
         for p in &self.exit_policy.allow_ports {
             parse_port_range(p).map_err(|e| format!("key `exit_policy.allow_ports`: {e}"))?;
         }
+        self.tor
+            .validate()
+            .map_err(|e| format!("section `[tor]`: {e}"))?;
         Ok(())
     }
 

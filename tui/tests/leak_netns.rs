@@ -333,6 +333,34 @@ fn get_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
 }
 
 #[test]
+fn get_over_a_udp_tracker_leaks_nothing_and_the_tracker_sees_only_the_exit() {
+    if !tools_present() {
+        eprintln!(
+            "SKIP: needs root, tcpdump, opentracker and python3-libtorrent (.ci/run installs them)"
+        );
+        return;
+    }
+    let mut bed = Bed::start();
+    // the same swarm, announced to over UDP (BEP 15) through an exit's datagram association
+    let magnet = format!(
+        "magnet:?xt=urn:btih:{}&dn=payload.bin&tr=udp%3A%2F%2F{}%3A6969",
+        bed.infohash, bed.tracker.addr
+    );
+    let dl = bed.dir.path().join("dl-udp");
+    let mut get = bed.warren_on_client();
+    get.arg("--download-dir")
+        .arg(&dl)
+        .args(["get", "--no-tui", "--hops", "3", &magnet]);
+    let get_log = bed.dir.path().join("get-udp.log");
+    let mut g = Child::spawn("warren get", get, &get_log).unwrap();
+    let status = g.wait_timeout(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&get_log).unwrap_or_default();
+    assert_eq!(status, Some(Some(0)), "warren get did not succeed:\n{log}");
+    assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), bed.data);
+    bed.assert_no_leak();
+}
+
+#[test]
 fn aria2c_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
     if !tools_present() || !warren_tests::have("aria2c") {
         eprintln!("SKIP: needs root, tcpdump, opentracker, python3-libtorrent and aria2c");

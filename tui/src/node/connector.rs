@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use overlay::hidden::HiddenConfig;
 use overlay::{AnonProvider, IsolationKey, ProviderError, Target};
-use share::connector::{BoxedStream, Connector, PeerAddr};
+use share::connector::{BoxedStream, Connector, DatagramAssoc, PeerAddr};
 
 use super::hidden::HiddenPeers;
 
@@ -16,6 +16,9 @@ use super::hidden::HiddenPeers;
 #[derive(Clone)]
 pub struct Clients {
     by_hops: [Arc<overlay::Client>; 3],
+    /// What carries exit streams per hop count (`--via`, see `via.rs`); the overlay clients
+    /// themselves unless set.
+    exit: [Arc<dyn AnonProvider>; 3],
 }
 
 impl Clients {
@@ -25,9 +28,19 @@ impl Clients {
             cfg.hops = hops;
             Arc::new(overlay::Client::new(cfg, directory.clone()))
         };
-        Clients {
-            by_hops: [mk(1), mk(2), mk(3)],
-        }
+        let by_hops = [mk(1), mk(2), mk(3)];
+        let exit = by_hops.clone().map(|c| -> Arc<dyn AnonProvider> { c });
+        Clients { by_hops, exit }
+    }
+
+    /// Sets what carries exit streams (see `via::exit_providers`).
+    pub fn set_exit_providers(&mut self, exit: [Arc<dyn AnonProvider>; 3]) {
+        self.exit = exit;
+    }
+
+    /// The provider for exit streams and datagrams of `hops`-hop transfers (clamped to 1-3).
+    pub fn exit_provider(&self, hops: u8) -> &Arc<dyn AnonProvider> {
+        &self.exit[usize::from(hops.clamp(1, 3)) - 1]
     }
 
     /// The client that builds circuits of `hops` hops (clamped to 1-3).
@@ -109,8 +122,43 @@ impl Connector for OverlayConnector {
                 return Ok(Box::new(s));
             }
         };
-        let client = self.clients.get(self.hops.load(Ordering::Relaxed));
-        let s = client.connect(&target, self.iso).await.map_err(to_io)?;
+        let exit = self
+            .clients
+            .exit_provider(self.hops.load(Ordering::Relaxed));
+        let s = exit.connect(&target, self.iso).await.map_err(to_io)?;
         Ok(Box::new(s))
+    }
+
+    /// UDP trackers: a datagram association at an exit, on the transfer's own circuit.
+    async fn datagram(&self) -> io::Result<Box<dyn DatagramAssoc>> {
+        let exit = self
+            .clients
+            .exit_provider(self.hops.load(Ordering::Relaxed));
+        let d = exit.datagram(self.iso).await.map_err(to_io)?;
+        Ok(Box::new(ExitDatagram(d)))
+    }
+}
+
+/// An exit's datagram association as the share engine's.
+struct ExitDatagram(Box<dyn overlay::AnonDatagram>);
+
+#[async_trait]
+impl DatagramAssoc for ExitDatagram {
+    async fn send_to(&self, payload: &[u8], to: &PeerAddr) -> io::Result<()> {
+        let target = match to {
+            PeerAddr::Ip(a) => Target::Addr(*a),
+            PeerAddr::Host { host, port } => Target::Host(host.clone(), *port),
+            PeerAddr::Opaque(s) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("no datagrams to overlay address {s}"),
+                ))
+            }
+        };
+        self.0.send_to(payload, &target).await.map_err(to_io)
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv_from(buf).await.map(|(n, _)| n).map_err(to_io)
     }
 }

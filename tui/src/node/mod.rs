@@ -10,5 +10,6 @@ pub mod core;
 pub mod demo;
 pub mod hidden;
 pub mod run;
+pub mod via;
 
 pub use self::core::NodeCore;

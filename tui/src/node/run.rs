@@ -134,7 +134,8 @@ fn data_dir(cfg: &Config) -> Result<PathBuf> {
 }
 
 fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result<NodeCore> {
-    let clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let mut clients = Clients::new(overlay::ClientConfig::default(), directory);
+    clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
     let data = data_dir(cfg)?;
     let download = cfg
         .download_dir
@@ -276,16 +277,17 @@ pub async fn get(
 ) -> Result<()> {
     // a malformed link is refused before anything touches the network
     share::magnet::Magnet::parse(magnet).map_err(|e| anyhow!("bad magnet link: {e}"))?;
-    if cfg.network.bootstrap.is_empty() {
+    if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
         bail!(
             "no overlay to reach: give descriptor files of running nodes with --bootstrap FILE \
              (or `bootstrap` in the config); `warren demo` runs a whole network in-process"
         );
     }
     let directory = load_directory(&cfg.network.bootstrap)?;
-    if !directory
-        .iter()
-        .any(|d| d.roles & (ROLE_EXIT | overlay::descriptor::ROLE_DHT) != 0)
+    if super::via::needs_overlay(cfg)
+        && !directory
+            .iter()
+            .any(|d| d.roles & (ROLE_EXIT | overlay::descriptor::ROLE_DHT) != 0)
     {
         bail!(
             "none of the {} bootstrap nodes is an exit or a DHT node: nothing can reach the swarm",
@@ -404,13 +406,15 @@ pub async fn tunnel(cfg: &Config, hops: Option<u8>, cmd: &[String], tui: bool) -
     let Some((prog, args)) = cmd.split_first() else {
         bail!("nothing to run: give a command after `--`, e.g. `warren tunnel -- aria2c MAGNET`");
     };
-    if cfg.network.bootstrap.is_empty() {
+    if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
         bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
     }
     let directory = load_directory(&cfg.network.bootstrap)?;
     let core = Arc::new(core_for(cfg, directory, "tunnel".into())?);
-    let provider: Arc<dyn overlay::AnonProvider> =
-        core.clients().get(hops.unwrap_or(cfg.hops)).clone();
+    let provider = core
+        .clients()
+        .exit_provider(hops.unwrap_or(cfg.hops))
+        .clone();
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
     if !tui {
         let status = ::tunnel::wrap::run_wrapped(
@@ -502,7 +506,11 @@ pub fn system_state_file(cfg: &Config) -> Result<PathBuf> {
 /// `warren tunnel --system up`: routes the whole host through the tunnel until interrupted. The
 /// kill switch stays after this process ends, however it ends, until `--system down`.
 pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Send)) -> Result<()> {
-    if cfg.network.bootstrap.is_empty() {
+    if cfg.via != crate::cli::Via::Overlay {
+        // arti's own connections to Tor relays carry no bypass mark: the kill switch would catch them
+        bail!("the system-wide tunnel supports only --via overlay for now (Tor's own links would be caught by the kill switch); use `warren tunnel --via tor -- CMD`");
+    }
+    if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
         bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
     }
     let directory = load_directory(&cfg.network.bootstrap)?;
@@ -512,8 +520,9 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
     }
     // warren's own links carry the mark that lets them bypass the tunnel
     overlay::node::set_link_socket_mark(Some(::tunnel::system::FWMARK));
-    let clients = Clients::new(overlay::ClientConfig::default(), directory);
-    let provider: Arc<dyn overlay::AnonProvider> = clients.get(hops.unwrap_or(cfg.hops)).clone();
+    let mut clients = Clients::new(overlay::ClientConfig::default(), directory);
+    clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
+    let provider = clients.exit_provider(hops.unwrap_or(cfg.hops)).clone();
     let sys = ::tunnel::system::SystemTunnel::up(
         provider,
         ::tunnel::system::SystemConfig {
