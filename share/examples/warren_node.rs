@@ -49,6 +49,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         resume_db: resume,
         // WARREN_SYNC=1: fdatasync piece data before persisting piece bits (power-loss safe)
         sync_before_persist: std::env::var("WARREN_SYNC").is_ok_and(|v| v == "1"),
+        // WARREN_DIRECT=0: buffered piece writes instead of O_DIRECT
+        direct_io: std::env::var("WARREN_DIRECT").map_or(true, |v| v != "0"),
+        // WARREN_DISK_JOBS=n: pieces hashed + written concurrently (default: two per CPU)
+        disk_jobs: std::env::var("WARREN_DISK_JOBS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
         ..SessionConfig::default()
     };
     let session = Session::new(cfg, Arc::new(TcpConnector::bound_to(ip.parse()?)))?;

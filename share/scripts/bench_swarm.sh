@@ -3,7 +3,8 @@
 # One warm libtorrent seeder; timed downloads of the same payload by warren, libtorrent, aria2c,
 # rqbit (if on PATH) and then warren from a warren seeder. Prints MB/s (MB = 10^6 bytes); time is
 # wall clock from leecher start to completion (includes tracker announce and handshakes).
-# Every download is compared with cmp.
+# Every download is compared with cmp. cpu_s = the leecher's user+sys CPU seconds (/usr/bin/time).
+# At exit: the median MB/s of each seeder/leecher pair over the runs.
 #
 # usage: share/scripts/bench_swarm.sh [size_MiB=1024] [runs=1]
 # needs: python3-libtorrent (/usr/bin/python3), opentracker, mktorrent, aria2c; builds warren_node (release).
@@ -21,7 +22,7 @@ for t in opentracker mktorrent aria2c; do command -v $t >/dev/null || { echo "mi
 
 BT=$(mktemp -d /tmp/warren-bench.XXXXXX); chmod 755 $BT
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$BT"; }
+cleanup() { medians; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; sleep 0.5; for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done; rm -rf "$BT"; }
 trap cleanup EXIT
 mkdir -p $BT/data $BT/tracker $BT/logs
 echo "payload: $SIZE_MIB MiB random"
@@ -34,17 +35,37 @@ opentracker -i 127.0.9.9 -p 6979 -P 6979 -d $BT/tracker -w whitelist.txt >/dev/n
 /usr/bin/python3 $LT seed $BT/payload.torrent $BT/data 127.0.9.1 6901 > $BT/logs/lt_seed.log 2>&1 & PIDS+=($!)
 sleep 2
 BYTES=$((SIZE_MIB * 1048576))
-result() { # name seconds dir
+TIME=(); [ -x /usr/bin/time ] && TIME=(/usr/bin/time -f "CPUSECONDS %U %S")
+result() { # name seconds dir seeder cpu-seconds
   local ok=FAIL; cmp -s $3/payload.bin $BT/data/payload.bin && ok=identical
-  python3 -c "print(f'RESULT leecher=$1 seeder=$4 MB/s={$BYTES/$2/1e6:.1f} seconds=$2 verify=$ok')"
+  python3 -c "print(f'RESULT leecher=$1 seeder=$4 MB/s={$BYTES/$2/1e6:.1f} seconds=$2 cpu_s=$5 verify=$ok')" | tee -a $BT/results
+}
+medians() { # median MB/s per seeder/leecher pair over the runs (printed at exit)
+  [ -s $BT/results ] || return
+  echo "MEDIANS over $RUNS run(s), load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+  python3 - $BT/results <<'PY'
+import sys, statistics, collections
+runs, cpus = collections.defaultdict(list), collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+    if "warmup" not in f["leecher"]:
+        runs[(f["seeder"], f["leecher"])].append(float(f["MB/s"]))
+        if f.get("cpu_s", "n/a") != "n/a":
+            cpus[(f["seeder"], f["leecher"])].append(float(f["cpu_s"]))
+for k, v in runs.items():
+    c = f"{statistics.median(cpus[k]):.2f}" if cpus[k] else "n/a"
+    print(f"MEDIAN seeder={k[0]} leecher={k[1]} MB/s={statistics.median(v):.1f} cpu_s={c} runs={v}")
+PY
 }
 run() { # name seeder cmd...
   local name=$1 seeder=$2; shift 2
   rm -rf $BT/dl; mkdir -p $BT/dl; sync
   local t0=$(date +%s.%N)
-  timeout 600 "$@" > $BT/logs/$name.log 2>&1
+  timeout 600 ${TIME[@]+"${TIME[@]}"} "$@" > $BT/logs/$name.log 2>&1
   local t1=$(date +%s.%N)
-  result $name $(python3 -c "print(round($t1-$t0,2))") $BT/dl $seeder
+  # leecher CPU seconds (user+sys): a figure that depends little on what else runs
+  local cpu=$(awk '/^CPUSECONDS /{print $2+$3}' $BT/logs/$name.log | tail -1)
+  result $name $(python3 -c "print(round($t1-$t0,2))") $BT/dl $seeder ${cpu:-n/a}
 }
 echo "warm-up (libtorrent seed_mode hashes each piece on first request):"
 run libtorrent-warmup libtorrent /usr/bin/python3 $LT leech $BT/payload.torrent $BT/dl 127.0.9.2 6902 127.0.9.1:6901

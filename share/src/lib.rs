@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod mse;
 pub mod peer;
 pub mod picker;
+pub mod piecebuf;
 pub mod resume;
 pub mod session;
 pub mod storage;

@@ -134,16 +134,17 @@ impl Magnet {
                 }
                 "so" => {
                     let v = decode_param(key, raw, false)?;
-                    let mut sel = parse_select_only(&v)?;
-                    if let Some(prev) = m.select_only.take() {
-                        sel.extend(prev);
-                        sel.sort_unstable();
-                        sel.dedup();
-                    }
-                    m.select_only = Some(sel);
+                    // One budget for all `so=` together (found by fuzzing: a per-parameter limit
+                    // let many `so=` expand to any size, re-sorting on each).
+                    let sel = m.select_only.get_or_insert_with(Vec::new);
+                    parse_select_only(&v, sel)?;
                 }
                 _ => {} // xl, kt, as, xs, mt, unknown: not used
             }
+        }
+        if let Some(sel) = &mut m.select_only {
+            sel.sort_unstable();
+            sel.dedup();
         }
         if m.info_hash.is_none() && m.btmh.is_none() {
             return Err(MagnetError::MissingXt);
@@ -304,10 +305,10 @@ fn encode_component(s: &str) -> String {
     out
 }
 
-/// `0,2,4-6` -> [0, 2, 4, 5, 6].
-fn parse_select_only(v: &str) -> Result<Vec<u32>, MagnetError> {
+/// `0,2,4-6` -> appends [0, 2, 4, 5, 6] to `out` (unsorted; the caller sorts and dedups once).
+/// `out` may already hold earlier `so=` values: [`MAX_SELECT_ONLY`] bounds the total.
+fn parse_select_only(v: &str, out: &mut Vec<u32>) -> Result<(), MagnetError> {
     let bad = || MagnetError::BadSelectOnly(v.to_string());
-    let mut out = Vec::new();
     for part in v.split(',') {
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (a, b),
@@ -323,9 +324,7 @@ fn parse_select_only(v: &str) -> Result<Vec<u32>, MagnetError> {
         }
         out.extend(a..=b);
     }
-    out.sort_unstable();
-    out.dedup();
-    Ok(out)
+    Ok(())
 }
 
 fn parse_index(s: &str) -> Option<u32> {
@@ -513,6 +512,14 @@ mod tests {
         ));
         assert_eq!(
             p(&format!("magnet:?xt=urn:btih:{HEX}&so=0-4294967295")),
+            SelectOnlyTooLarge
+        );
+        // Found by fuzzing: the limit holds for all so= together, not for each one.
+        let many: String = (0..8u32)
+            .map(|i| format!("&so={}-{}", i * 900_000, i * 900_000 + 899_999))
+            .collect();
+        assert_eq!(
+            p(&format!("magnet:?xt=urn:btih:{HEX}{many}")),
             SelectOnlyTooLarge
         );
         // Every error says what is wrong.

@@ -142,6 +142,11 @@ impl Session {
             None => None,
         };
         let (events, _) = broadcast::channel(1024);
+        // Two jobs per CPU: while one job waits for its (direct) write, another hashes.
+        let disk_jobs = match config.disk_jobs {
+            0 => (2 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(4, 16),
+            n => n,
+        };
         Ok(Session {
             inner: Arc::new(SessionInner {
                 shared: Arc::new(Shared {
@@ -150,11 +155,7 @@ impl Session {
                     peer_id: make_peer_id(),
                     resume,
                     events,
-                    disk: Arc::new(tokio::sync::Semaphore::new(
-                        std::thread::available_parallelism()
-                            .map_or(2, |n| n.get())
-                            .clamp(2, 8),
-                    )),
+                    disk: Arc::new(tokio::sync::Semaphore::new(disk_jobs)),
                 }),
                 torrents: Mutex::new(HashMap::new()),
             }),
