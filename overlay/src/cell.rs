@@ -65,6 +65,10 @@ pub mod rcmd {
     pub const RENDEZVOUS2: u8 = 40;
     pub const DHT_REQUEST: u8 = 48;
     pub const DHT_RESPONSE: u8 = 49;
+    /// c→hop: "which nodes do you know?" (bootstrap from an address and a key).
+    pub const DIRECTORY_REQUEST: u8 = 50;
+    /// hop→c: count:u16, then count × (len:u16, descriptor); the hop's own descriptor first.
+    pub const DIRECTORY: u8 = 51;
 }
 
 /// END and DESTROY reasons.
@@ -82,6 +86,8 @@ pub mod reason {
     pub const LINK_CLOSED: u8 = 11;
     pub const UNSUPPORTED: u8 = 12;
     pub const EXTEND_FAILED: u8 = 13;
+    /// A flood limit refused the circuit (too many circuits or CREATEs); try another relay.
+    pub const RESOURCE_LIMIT: u8 = 14;
 
     pub fn name(r: u8) -> &'static str {
         match r {
@@ -98,6 +104,7 @@ pub mod reason {
             LINK_CLOSED => "link closed",
             UNSUPPORTED => "unsupported",
             EXTEND_FAILED => "extend failed",
+            RESOURCE_LIMIT => "resource limit",
             _ => "unknown",
         }
     }

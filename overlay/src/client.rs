@@ -399,7 +399,7 @@ impl ClientCirc {
                 }
                 Ok(())
             }
-            rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED | rcmd::DHT_RESPONSE => {
+            rcmd::CONNECTED | rcmd::END | rcmd::RESOLVED | rcmd::DHT_RESPONSE | rcmd::DIRECTORY => {
                 let mut streams = lock(&self.streams);
                 let Some(slot) = streams.get_mut(&sid) else {
                     return Ok(());
@@ -410,7 +410,7 @@ impl ClientCirc {
                         rcmd::RESOLVED => {
                             Ctl::Resolved(cell::decode_resolved(data).map_err(|e| e.to_string())?)
                         }
-                        rcmd::DHT_RESPONSE => Ctl::Dht(data.to_vec()),
+                        rcmd::DHT_RESPONSE | rcmd::DIRECTORY => Ctl::Dht(data.to_vec()),
                         _ => {
                             let (r, t) = cell::decode_end(data);
                             Ctl::End(r, t)
@@ -710,24 +710,41 @@ impl ClientCirc {
         msg: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, ProviderError> {
+        self.request(rcmd::DHT_REQUEST, msg, timeout, "DHT node")
+            .await
+    }
+
+    /// Asks the last hop which nodes it knows: verified descriptors, the hop's own first.
+    pub async fn directory_request(&self, timeout: Duration) -> Result<Vec<u8>, ProviderError> {
+        self.request(rcmd::DIRECTORY_REQUEST, &[], timeout, "directory")
+            .await
+    }
+
+    /// One request to the last hop on a fresh stream id, answered by one message.
+    async fn request(
+        &self,
+        rc: u8,
+        msg: &[u8],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Vec<u8>, ProviderError> {
         let (ctl_tx, ctl_rx) = oneshot::channel();
         let sid = self.new_stream(Slot {
             ctl: Some(ctl_tx),
             ..Default::default()
         })?;
-        self.send_to_hop(self.last_hop(), rcmd::DHT_REQUEST, sid, msg)
-            .await?;
+        self.send_to_hop(self.last_hop(), rc, sid, msg).await?;
         match tokio::time::timeout(timeout, ctl_rx).await {
-            Err(_) => Err(ProviderError::Timeout("DHT request".into())),
+            Err(_) => Err(ProviderError::Timeout(format!("{what} request"))),
             Ok(Err(_)) => Err(self.closed_err()),
             Ok(Ok(Ctl::Dht(b))) => Ok(b),
             Ok(Ok(Ctl::End(r, t))) => Err(ProviderError::Refused {
-                target: "DHT node".into(),
+                target: what.into(),
                 reason: format!("{}: {t}", reason::name(r)),
             }),
-            Ok(Ok(_)) => Err(ProviderError::Closed(
-                "unexpected reply to a DHT request".into(),
-            )),
+            Ok(Ok(_)) => Err(ProviderError::Closed(format!(
+                "unexpected reply to a {what} request"
+            ))),
         }
     }
 
@@ -933,6 +950,39 @@ impl Drop for CircDatagram {
                     .await;
             });
         }
+    }
+}
+
+/// Bootstrap from an address and a key: builds a one-hop circuit to the node listening at `addr`
+/// whose static key is `x25519` (the hop handshake proves it holds that key) and asks which nodes
+/// it knows. Returns verified descriptors, the node's own first; every descriptor is checked.
+pub async fn fetch_directory(
+    addr: SocketAddr,
+    x25519: [u8; 32],
+    cfg: &ClientConfig,
+) -> Result<Vec<Descriptor>, ProviderError> {
+    // a stand-in for the unknown descriptor: only the key and the address are used to build
+    let probe = Descriptor {
+        id: crate::identity::NodeId([0; 32]),
+        x25519,
+        ed25519: [0; 32],
+        addr,
+        roles: 0,
+        exit_policy: crate::exit::ExitPolicy::reject_all(),
+        expires: 0,
+        signature: [0; 64],
+    };
+    let circ = build_circuit(0, vec![probe], cfg).await?;
+    circ.set_purpose("bootstrap");
+    let reply = circ.directory_request(cfg.stream_timeout).await;
+    circ.destroy();
+    let ds = crate::descriptor::decode_directory(&reply?, unix_now())
+        .map_err(|e| ProviderError::NoCircuit(format!("directory from {addr}: {e}")))?;
+    match ds.first() {
+        Some(own) if own.x25519 == x25519 => Ok(ds),
+        _ => Err(ProviderError::NoCircuit(format!(
+            "{addr} did not list its own descriptor first"
+        ))),
     }
 }
 

@@ -202,6 +202,38 @@ impl Descriptor {
     }
 }
 
+/// A directory message: `count:u16` then `count` × (`len:u16`, descriptor).
+pub fn encode_directory(ds: &[Descriptor], max: usize) -> Vec<u8> {
+    let mut out = vec![0, 0];
+    let mut n: u16 = 0;
+    for d in ds {
+        let b = d.encode();
+        if out.len() + 2 + b.len() > max || n == u16::MAX {
+            break;
+        }
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(&b);
+        n += 1;
+    }
+    out[..2].copy_from_slice(&n.to_be_bytes());
+    out
+}
+
+/// Decodes a directory message; every descriptor must verify at `now`.
+pub fn decode_directory(b: &[u8], now: u64) -> Result<Vec<Descriptor>, DescriptorError> {
+    let mut r = Reader(b);
+    let n = r.u16()?;
+    let mut out = Vec::with_capacity(usize::from(n).min(256));
+    for _ in 0..n {
+        let len = usize::from(r.u16()?);
+        out.push(Descriptor::decode_verified(r.take(len)?, now)?);
+    }
+    if !r.0.is_empty() {
+        return Err(DescriptorError::Trailing(r.0.len()));
+    }
+    Ok(out)
+}
+
 pub(crate) fn encode_addr(a: &SocketAddr, out: &mut Vec<u8>) {
     match a.ip() {
         IpAddr::V4(ip) => {

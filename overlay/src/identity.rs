@@ -121,6 +121,11 @@ impl Identity {
         NodeId::derive(&self.x25519_public(), &self.ed25519_public())
     }
 
+    /// The Ed25519 signing key (to sign DHT records published under this node's id).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.ed25519
+    }
+
     pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         self.ed25519.sign(msg).to_bytes()
     }

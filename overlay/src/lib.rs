@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod hidden;
 pub mod hs;
 pub mod identity;
+pub mod limits;
 pub mod link;
 pub mod node;
 pub mod provider;

@@ -28,6 +28,7 @@ use crate::handshake::{self, LinkInitiator, HTYPE_NK};
 use crate::hs::points::PointAction;
 use crate::hs::{HsMessage, IntroPointTable, RendezvousTable};
 use crate::identity::{Identity, NodeId};
+use crate::limits::{ByteCap, CircuitGate, Limits, LinkGate, Refusal, RefusalLog};
 use crate::link::{self, LinkCipher, LinkDir};
 use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
 
@@ -49,6 +50,13 @@ pub struct NodeConfig {
     pub keepalive: Duration,
     pub idle_timeout: Duration,
     pub descriptor_lifetime: Duration,
+    /// Flood limits (links, handshakes, circuits, CREATE rate).
+    pub limits: Limits,
+    /// Cap on relayed traffic (cells forwarded between links), bytes per second; None = no cap.
+    pub relay_rate: Option<u64>,
+    /// Cap on exit traffic (bytes to and from targets, both directions together), bytes per
+    /// second; None = no cap.
+    pub exit_rate: Option<u64>,
 }
 
 impl NodeConfig {
@@ -66,6 +74,9 @@ impl NodeConfig {
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             descriptor_lifetime: Duration::from_secs(24 * 3600),
+            limits: Limits::default(),
+            relay_rate: None,
+            exit_rate: None,
         }
     }
 }
@@ -83,6 +94,18 @@ pub struct NodeStatus {
     pub exit_bytes_out: u64,
     pub exit_bytes_in: u64,
     pub circuits_destroyed_tamper: u64,
+    /// Inbound link handshakes in progress.
+    #[serde(default)]
+    pub handshakes_pending: u64,
+    /// Inbound connections refused or evicted by a flood limit.
+    #[serde(default)]
+    pub links_refused: u64,
+    /// CREATEs refused by a flood limit.
+    #[serde(default)]
+    pub circuits_refused: u64,
+    /// Tasks the node tracks that are still running (links, streams, extends).
+    #[serde(default)]
+    pub tasks: u64,
 }
 
 #[derive(Default)]
@@ -95,6 +118,8 @@ struct Stats {
     exit_out: AtomicU64,
     exit_in: AtomicU64,
     tamper: AtomicU64,
+    links_refused: AtomicU64,
+    circuits_refused: AtomicU64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +135,12 @@ pub(crate) struct Link {
     next_circ: AtomicU32,
     peer: Option<NodeId>,
     closed: AtomicBool,
+    /// CREATE admission (inbound links; outbound links never receive CREATEs legitimately).
+    gate: Mutex<CircuitGate>,
+    /// The source address of an inbound link (circuits are counted per source).
+    source: Option<std::net::IpAddr>,
+    /// Control cells waiting for room in a full queue (see `send_soon`).
+    stalled: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -184,6 +215,15 @@ pub(crate) struct NodeInner {
     intro: Mutex<IntroPointTable<CircHandle>>,
     /// Clients waiting for their hidden seeder (any relay can be a rendezvous point).
     rendezvous: Mutex<RendezvousTable<CircHandle>>,
+    /// Inbound link admission, and how to abort a pending handshake it evicts.
+    gate: Mutex<LinkGate>,
+    evict: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    link_refusals: Mutex<RefusalLog>,
+    circ_refusals: Mutex<RefusalLog>,
+    relay_cap: Option<Mutex<ByteCap>>,
+    exit_cap: Option<Mutex<ByteCap>>,
+    /// Circuits created by each source address (inbound links).
+    circ_from: Mutex<HashMap<std::net::IpAddr, usize>>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -229,6 +269,35 @@ impl Node {
         n
     }
 
+    /// This node's descriptor as a signed DHT record under its node id (republish it before the
+    /// descriptor expires; a newer one replaces the older at each holder).
+    pub fn descriptor_record(&self) -> crate::dht::Record {
+        let d = &self.inner.descriptor;
+        crate::dht::Record::sign(
+            self.inner.cfg.identity.signing_key(),
+            crate::dht::Key(d.id.0),
+            crate::dht::RecordKind::Descriptor,
+            unix_now(),
+            // a record may not outlive the DHT's limit (republished long before that)
+            d.expires
+                .min(unix_now() + crate::dht::record::MAX_TTL_SECS - 60),
+            d.encode(),
+        )
+    }
+
+    /// The descriptors of the DHT nodes in this node's routing table (to cache across restarts).
+    pub fn dht_contacts(&self) -> Vec<Descriptor> {
+        let Some(dht) = &self.inner.dht else {
+            return Vec::new();
+        };
+        let now = unix_now();
+        lock(dht)
+            .table()
+            .contacts()
+            .filter_map(|c| Descriptor::decode_verified(&c.descriptor, now).ok())
+            .collect()
+    }
+
     /// Record keys this DHT node stores, with the raw encoded records (for tests and status).
     pub fn dht_records(&self) -> Vec<crate::dht::Record> {
         let Some(dht) = &self.inner.dht else {
@@ -271,7 +340,19 @@ impl Node {
                     .with_descriptor_check(check_descriptor_record),
             )
         });
+        let now = std::time::Instant::now();
+        let cap = |r: Option<u64>| {
+            r.filter(|r| *r > 0)
+                .map(|r| Mutex::new(ByteCap::new(r, now)))
+        };
         let inner = Arc::new(NodeInner {
+            gate: Mutex::new(LinkGate::new(cfg.limits.clone())),
+            evict: Mutex::new(HashMap::new()),
+            circ_from: Mutex::new(HashMap::new()),
+            link_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
+            circ_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
+            relay_cap: cap(cfg.relay_rate),
+            exit_cap: cap(cfg.exit_rate),
             cfg,
             descriptor,
             addr,
@@ -329,6 +410,14 @@ impl Node {
             exit_bytes_out: s.exit_out.load(Ordering::Relaxed),
             exit_bytes_in: s.exit_in.load(Ordering::Relaxed),
             circuits_destroyed_tamper: s.tamper.load(Ordering::Relaxed),
+            handshakes_pending: lock(&self.inner.gate).pending() as u64,
+            links_refused: s.links_refused.load(Ordering::Relaxed),
+            circuits_refused: s.circuits_refused.load(Ordering::Relaxed),
+            tasks: {
+                let mut t = lock(&self.inner.tasks);
+                t.retain(|h| !h.is_finished());
+                t.len() as u64
+            },
         }
     }
 }
@@ -363,13 +452,93 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
                 continue;
             }
         };
+        let now = std::time::Instant::now();
+        let admitted = lock(&node.gate).on_accept(peer.ip(), now);
+        let adm = match admitted {
+            Ok(a) => a,
+            Err(why) => {
+                drop(sock);
+                node.refused_link(why);
+                continue;
+            }
+        };
+        if let Some(old) = adm.evict {
+            if let Some(tx) = lock(&node.evict).remove(&old) {
+                let _ = tx.send(());
+            }
+            node.refused_link(Refusal::Evicted);
+        }
+        let (etx, erx) = tokio::sync::oneshot::channel();
+        lock(&node.evict).insert(adm.id, etx);
         let n2 = node.clone();
         node.spawn(async move {
-            if let Err(why) = accept_link(n2.clone(), sock).await {
+            let mut guard = GateGuard {
+                node: n2.clone(),
+                id: adm.id,
+                open: None,
+            };
+            if let Err(why) = accept_link(n2.clone(), sock, erx, &mut guard).await {
                 n2.stats.link_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(%peer, "link closed during handshake: {why}");
+                debug!(%peer, "link closed during handshake: {why}");
             }
         });
+    }
+}
+
+/// Log lines about refusals: at most one per window (with a count of the ones in between).
+const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+impl NodeInner {
+    fn refused_link(&self, why: Refusal) {
+        self.stats.links_refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = lock(&self.link_refusals).note(std::time::Instant::now()) {
+            warn!("refusing inbound links: {why} ({n} more refused since the last report)");
+        }
+    }
+
+    fn refused_circuit(&self, why: Refusal) {
+        self.stats.circuits_refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = lock(&self.circ_refusals).note(std::time::Instant::now()) {
+            warn!("refusing CREATEs: {why} ({n} more refused since the last report)");
+        }
+    }
+
+    /// Waits as the relay cap says before forwarding `n` bytes.
+    async fn relay_pace(&self, n: usize) {
+        pace(&self.relay_cap, n).await
+    }
+
+    /// Waits as the exit cap says before moving `n` bytes to or from a target.
+    async fn exit_pace(&self, n: usize) {
+        pace(&self.exit_cap, n).await
+    }
+}
+
+async fn pace(cap: &Option<Mutex<ByteCap>>, n: usize) {
+    if let Some(c) = cap {
+        let wait = lock(c).take(n, std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Keeps the link gate's books for one inbound connection, whatever way its task ends.
+struct GateGuard {
+    node: Arc<NodeInner>,
+    id: u64,
+    /// The source address once the link is established.
+    open: Option<std::net::IpAddr>,
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        lock(&self.node.evict).remove(&self.id);
+        let mut g = lock(&self.node.gate);
+        match self.open {
+            Some(src) => g.on_closed(src),
+            None => g.on_failed(self.id),
+        }
     }
 }
 
@@ -391,31 +560,49 @@ async fn read_handshake_msg(
     Ok(m)
 }
 
-async fn accept_link(node: Arc<NodeInner>, mut sock: TcpStream) -> Result<(), String> {
+async fn accept_link(
+    node: Arc<NodeInner>,
+    mut sock: TcpStream,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+    guard: &mut GateGuard,
+) -> Result<(), String> {
     let _ = sock.set_nodelay(true);
-    let msg = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        read_handshake_msg(&mut sock, |part, e| {
+    let hs = async {
+        let msg = read_handshake_msg(&mut sock, |part, e| {
             format!("truncated handshake ({part}): {e}")
         })
-        .await
-    })
-    .await
-    .map_err(|_| "handshake timed out".to_string())??;
-    let (reply, split, _remote) =
-        handshake::link_respond(&node.cfg.identity.x25519_secret_bytes(), &msg)
-            .map_err(|e| format!("bad handshake: {e}"))?;
-    let mut out = (reply.len() as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(&reply);
-    sock.write_all(&out)
-        .await
-        .map_err(|e| format!("writing handshake reply: {e}"))?;
-    let cipher = handshake::link_cipher(split, false).map_err(|e| format!("link keys: {e}"))?;
-    let link = new_link(&node, None);
+        .await?;
+        let (reply, split, _remote) =
+            handshake::link_respond(&node.cfg.identity.x25519_secret_bytes(), &msg)
+                .map_err(|e| format!("bad handshake: {e}"))?;
+        let mut out = (reply.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        sock.write_all(&out)
+            .await
+            .map_err(|e| format!("writing handshake reply: {e}"))?;
+        handshake::link_cipher(split, false).map_err(|e| format!("link keys: {e}"))
+    };
+    let cipher = tokio::select! {
+        r = tokio::time::timeout(node.cfg.limits.handshake_timeout, hs) => {
+            r.map_err(|_| "handshake timed out".to_string())??
+        }
+        _ = evicted => return Err("handshake evicted (too many pending)".into()),
+    };
+    let src = lock(&node.gate)
+        .on_established(guard.id)
+        .map_err(|e| e.to_string())?;
+    guard.open = Some(src);
+    lock(&node.evict).remove(&guard.id);
+    let link = new_link(&node, None, Some(src));
     run_link(node, sock, cipher, link).await;
     Ok(())
 }
 
-fn new_link(node: &NodeInner, peer: Option<NodeId>) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
+fn new_link(
+    node: &NodeInner,
+    peer: Option<NodeId>,
+    source: Option<std::net::IpAddr>,
+) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let id = node.next_link.fetch_add(1, Ordering::Relaxed);
     (
@@ -426,6 +613,12 @@ fn new_link(node: &NodeInner, peer: Option<NodeId>) -> (Arc<Link>, mpsc::Receive
             next_circ: AtomicU32::new(1),
             peer,
             closed: AtomicBool::new(false),
+            gate: Mutex::new(CircuitGate::new(
+                &node.cfg.limits,
+                std::time::Instant::now(),
+            )),
+            source,
+            stalled: AtomicU64::new(0),
         }),
         rx,
     )
@@ -568,6 +761,15 @@ fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Opt
     }
     circ.bwd_window.close();
     node.stats.circuits.fetch_sub(1, Ordering::Relaxed);
+    if let Some(ip) = circ.prev.source {
+        let mut m = lock(&node.circ_from);
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
     lock(&circ.prev.circuits).remove(&circ.prev_id);
     if from_link != Some(circ.prev.id) {
         send_soon(node, &circ.prev, cell::destroy_cell(circ.prev_id, why));
@@ -585,9 +787,20 @@ fn send_soon(node: &NodeInner, link: &Arc<Link>, c: CellBuf) {
         return;
     }
     if let Err(mpsc::error::TrySendError::Full(c)) = link.tx.try_send(c) {
-        let tx = link.tx.clone();
+        // A peer that does not read its link cannot make us hold unbounded waiting cells (or
+        // tasks): past a queue's worth, control cells to it are dropped.
+        if link.stalled.fetch_add(1, Ordering::Relaxed) >= LINK_QUEUE as u64 {
+            link.stalled.fetch_sub(1, Ordering::Relaxed);
+            debug!(
+                link = link.id,
+                "link not read by its peer: dropping a control cell"
+            );
+            return;
+        }
+        let l2 = link.clone();
         node.spawn(async move {
-            let _ = tx.send(c).await;
+            let _ = l2.tx.send(c).await;
+            l2.stalled.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -644,6 +857,7 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
             };
             if r.next_side {
                 // backward: add our layer and pass towards the client
+                node.relay_pace(CELL_SIZE).await;
                 let Ok(permit) = r.circ.prev.tx.reserve().await else {
                     return;
                 };
@@ -670,6 +884,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                     verdict = st.crypto.on_forward(cell::body_mut(&mut c), has_next);
                     next = st.next.clone();
                     joined = st.joined.clone();
+                }
+                if verdict == Verdict::Forward {
+                    node.relay_pace(CELL_SIZE).await;
                 }
                 match verdict {
                     Verdict::Forward => {
@@ -725,6 +942,22 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
         send_soon(node, link, cell::destroy_cell(cid, reason::PROTOCOL));
         return;
     }
+    let on_link = lock(&link.circuits).len();
+    let total = node.stats.circuits.load(Ordering::Relaxed) as usize;
+    let from_source = link
+        .source
+        .and_then(|ip| lock(&node.circ_from).get(&ip).copied())
+        .unwrap_or(0);
+    let admit = lock(&link.gate).on_create(
+        &node.cfg.limits,
+        (on_link, from_source, total),
+        std::time::Instant::now(),
+    );
+    if let Err(why) = admit {
+        node.refused_circuit(why);
+        send_soon(node, link, cell::destroy_cell(cid, reason::RESOURCE_LIMIT));
+        return;
+    }
     let (reply, keys) =
         match handshake::hop_respond(&node.cfg.identity.x25519_secret_bytes(), &b[4..4 + n]) {
             Ok(x) => x,
@@ -758,6 +991,9 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
         },
     );
     node.stats.circuits.fetch_add(1, Ordering::Relaxed);
+    if let Some(ip) = link.source {
+        *lock(&node.circ_from).entry(ip).or_insert(0) += 1;
+    }
     match cell::lp_cell(cid, cmd::CREATED, &reply) {
         Ok(cc) => send_soon(node, link, cc),
         Err(e) => warn!("CREATED too long: {e}"),
@@ -936,7 +1172,31 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             };
             let reply = match crate::dht::Message::decode(msg.data) {
                 Ok(crate::dht::Message::Request { txid, req }) => {
-                    let resp = lock(dht).handle(req, unix_now());
+                    // a DHT node that publishes its descriptor here becomes a contact: this is how
+                    // nodes bootstrapped from one node come to know each other
+                    let announced = match &req {
+                        crate::dht::Request::Store(rec)
+                            if rec.kind == crate::dht::RecordKind::Descriptor =>
+                        {
+                            Some(rec.value.clone())
+                        }
+                        _ => None,
+                    };
+                    let mut g = lock(dht);
+                    let resp = g.handle(req, unix_now());
+                    if let (Some(v), crate::dht::Response::Stored) = (announced, &resp) {
+                        if let Ok(d) = Descriptor::decode_verified(&v, unix_now()) {
+                            if d.roles & crate::descriptor::ROLE_DHT != 0
+                                && d.id != node.descriptor.id
+                            {
+                                g.learn(crate::dht::Contact {
+                                    id: crate::dht::Key(d.id.0),
+                                    descriptor: v,
+                                });
+                            }
+                        }
+                    }
+                    drop(g);
                     fit_dht_reply(txid, resp)
                 }
                 Ok(crate::dht::Message::Response { txid, .. }) => fit_dht_reply(
@@ -960,6 +1220,21 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             let _ = send_back(circ, rcmd::DHT_RESPONSE, sid, &reply).await;
         }
         rcmd::ESTABLISH_INTRO..=rcmd::RENDEZVOUS2 => handle_hs(node, circ, msg.data).await,
+        rcmd::DIRECTORY_REQUEST => {
+            // public information: this node's descriptor and the DHT nodes it knows
+            let mut ds = vec![node.descriptor.clone()];
+            if let Some(dht) = &node.dht {
+                let now = unix_now();
+                ds.extend(
+                    lock(dht)
+                        .table()
+                        .contacts()
+                        .filter_map(|c| Descriptor::decode_verified(&c.descriptor, now).ok()),
+                );
+            }
+            let reply = crate::descriptor::encode_directory(&ds, RELAY_DATA_MAX);
+            let _ = send_back(circ, rcmd::DIRECTORY, sid, &reply).await;
+        }
         other if (rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE).contains(&other) => {
             let _ = send_back(
                 circ,
@@ -1115,7 +1390,7 @@ async fn get_link(
         }
     }
     let (sock, cipher) = dial_link(&node.cfg.identity.x25519_secret_bytes(), x25519, addr).await?;
-    let (link, rx) = new_link(node, Some(id));
+    let (link, rx) = new_link(node, Some(id), None);
     m.insert(id, link.clone());
     drop(m);
     let n2 = node.clone();
@@ -1270,6 +1545,7 @@ async fn exit_stream(
     let writer = node.spawn(async move {
         let mut consumed = 0u32;
         while let Some(b) = rx.recv().await {
+            n2.exit_pace(b.len()).await;
             if wr.write_all(&b).await.is_err() {
                 break;
             }
@@ -1300,6 +1576,7 @@ async fn exit_stream(
         };
         p1.forget();
         p2.forget();
+        node.exit_pace(n).await;
         node.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
         if send_back(&circ, rcmd::DATA, sid, &buf[..n]).await.is_err() {
             return;
@@ -1349,6 +1626,7 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
                     let Ok((n, from)) = s2.recv_from(&mut buf).await else {
                         break;
                     };
+                    n2.exit_pace(n).await;
                     n2.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
                     let Ok(d) = cell::encode_datagram(&from, &buf[..n]) else {
                         continue;
@@ -1364,6 +1642,7 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
             s
         }
     };
+    node.exit_pace(payload.len()).await;
     node.stats
         .exit_out
         .fetch_add(payload.len() as u64, Ordering::Relaxed);

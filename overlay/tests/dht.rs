@@ -112,3 +112,45 @@ async fn forged_and_malformed_dht_requests_are_refused() {
         overlay::dht::Response::Pong
     );
 }
+
+/// A DHT node that knows no one learns the nodes that publish their descriptor records to it, and
+/// tells clients about them (DIRECTORY, the bootstrap from an address and a key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_announce_themselves_become_contacts_and_are_listed_to_clients() {
+    let net = Testnet::builder()
+        .relays(3)
+        .exits(0)
+        .dht(true)
+        .build()
+        .await
+        .unwrap();
+    // forget what the test network taught node 0: start it from an empty table
+    let n0 = net.node(0).clone();
+    let d0 = n0.descriptor().clone();
+    let before = n0.dht_table_len();
+    assert!(before >= 2);
+    for i in 1..3 {
+        let n = net.node(i);
+        let client = overlay::Client::new(ClientConfig::default(), vec![d0.clone()]);
+        let dht = DhtClient::new(Arc::new(client), 1);
+        let stored = dht
+            .store(n.descriptor_record(), vec![contact_of(&d0)])
+            .await;
+        assert!(stored >= 1, "node {i}'s descriptor record was not stored");
+    }
+    let ds = overlay::client::fetch_directory(d0.addr, d0.x25519, &ClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(ds[0].id, d0.id, "the node lists itself first");
+    for i in 1..3 {
+        let id = net.node(i).id();
+        assert!(ds.iter().any(|d| d.id == id), "node {i} is not listed");
+    }
+    // a wrong key: the one-hop handshake fails, nothing is accepted
+    let wrong = [7u8; 32];
+    assert!(
+        overlay::client::fetch_directory(d0.addr, wrong, &ClientConfig::default())
+            .await
+            .is_err()
+    );
+}

@@ -15,6 +15,7 @@ pub mod mse;
 pub mod peer;
 pub mod picker;
 pub mod piecebuf;
+pub mod ratecap;
 pub mod resume;
 pub mod session;
 pub mod storage;

@@ -150,6 +150,12 @@ impl Session {
         Ok(Session {
             inner: Arc::new(SessionInner {
                 shared: Arc::new(Shared {
+                    upload_cap: (config.upload_rate > 0).then(|| {
+                        std::sync::Mutex::new(crate::ratecap::RateCap::new(
+                            config.upload_rate,
+                            std::time::Instant::now(),
+                        ))
+                    }),
                     config,
                     connector,
                     peer_id: make_peer_id(),

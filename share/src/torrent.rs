@@ -108,6 +108,9 @@ pub struct SessionConfig {
     /// Announce to the trackers named by torrents and magnets.
     pub use_trackers: bool,
     pub tracker_timeout: Duration,
+    /// Cap on piece data sent to peers (seeding), bytes per second over all torrents of the
+    /// session; 0 = no cap.
+    pub upload_rate: u64,
 }
 
 impl Default for SessionConfig {
@@ -127,6 +130,7 @@ impl Default for SessionConfig {
             connect_timeout: Duration::from_secs(10),
             use_trackers: true,
             tracker_timeout: Duration::from_secs(15),
+            upload_rate: 0,
         }
     }
 }
@@ -140,6 +144,8 @@ pub(crate) struct Shared {
     pub events: tokio::sync::broadcast::Sender<SessionEvent>,
     /// Bounds concurrent check+write jobs (pieces are hashed as their blocks arrive).
     pub disk: Arc<tokio::sync::Semaphore>,
+    /// The seeding cap (`SessionConfig::upload_rate`), shared by all torrents.
+    pub upload_cap: Option<std::sync::Mutex<crate::ratecap::RateCap>>,
 }
 
 pub(crate) struct Meta {
@@ -983,6 +989,15 @@ impl Torrent {
                         })
                         .await;
                         if let Ok((frames, payload)) = res {
+                            if let Some(cap) = &t.shared.upload_cap {
+                                let wait = cap
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .take(frames.len(), std::time::Instant::now());
+                                if !wait.is_zero() {
+                                    tokio::time::sleep(wait).await;
+                                }
+                            }
                             t.lock().up.add(payload);
                             let _ = wtx.send(frames);
                         }

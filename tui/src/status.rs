@@ -226,6 +226,8 @@ pub struct NetworkStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
+    /// Something the user should see once (e.g. the magnet link of a seeded torrent).
+    Info,
     #[default]
     Warn,
     Error,

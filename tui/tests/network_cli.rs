@@ -437,3 +437,106 @@ fn tunnel_shows_the_dashboard_in_a_terminal_and_reports_the_program_exit() {
         std::fs::read_to_string(dir.path().join("client").join("tunnel-program.log")).unwrap();
     assert!(log.contains("hello from inside"), "{log}");
 }
+
+/// `warren seed` in a real terminal: its dashboard shows the seeded file and its introduction
+/// circuits, the Log tab its magnet link; a `warren get` of that link (no tracker, no peer address)
+/// finds the seeder through the overlay DHT and completes byte-identical.
+#[test]
+fn seed_shows_its_dashboard_and_a_get_finds_it_through_the_dht() {
+    if !common::tmux::Tmux::available() {
+        eprintln!("SKIP: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let descs: Vec<PathBuf> = (0..4)
+        .map(|i| dir.path().join(format!("n{i}/data/descriptor")))
+        .collect();
+    let mut procs = Vec::new();
+    for i in 0..4 {
+        let d = dir.path().join(format!("n{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let log = std::fs::File::create(d.join("log")).unwrap();
+        let mut c = warren();
+        c.arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--socket")
+            .arg(d.join("control.sock"));
+        for p in &descs {
+            c.arg("--bootstrap").arg(p);
+        }
+        c.args(["node", "--relay", "--dht", "--listen", "127.0.0.1:0"]);
+        procs.push(Proc(
+            c.stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    for d in &descs {
+        assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let boot: String = descs
+        .iter()
+        .map(|d| format!(" --bootstrap {}", d.display()))
+        .collect();
+
+    let content = dir.path().join("share").join("talk.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&content, &data).unwrap();
+    let seeder_dir = dir.path().join("seeder");
+    let cmd = format!(
+        "{} --data-dir {} --socket {}{boot} seed --hops 2 {}",
+        env!("CARGO_BIN_EXE_warren"),
+        seeder_dir.display(),
+        dir.path().join("seeder.sock").display(),
+        content.display()
+    );
+    let t = common::tmux::Tmux::start(&cmd, 100, 30);
+    let screen = t.wait_for("talk.bin", Duration::from_secs(60));
+    assert!(
+        screen.iter().any(|l| l.contains("seeding")),
+        "{}",
+        screen.join("\n")
+    );
+    t.keys(&["2"]);
+    t.wait_for("intro", Duration::from_secs(10));
+    t.keys(&["5"]);
+    t.wait_for("magnet link of talk.bin", Duration::from_secs(10));
+    let magnet = std::fs::read_dir(seeder_dir.join("magnets"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .unwrap();
+
+    let dl = dir.path().join("dl");
+    let mut get = warren();
+    get.arg("--data-dir")
+        .arg(dir.path().join("client"))
+        .arg("--socket")
+        .arg(dir.path().join("client.sock"))
+        .arg("--download-dir")
+        .arg(&dl);
+    for d in &descs {
+        get.arg("--bootstrap").arg(d);
+    }
+    let out = get
+        .args(["get", "--no-tui", "--hops", "2", magnet.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(dl.join("talk.bin")).unwrap() == data);
+    t.keys(&["q"]);
+    let ok = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        t.exited()
+    });
+    assert!(ok, "warren seed did not exit after q");
+}

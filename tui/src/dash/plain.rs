@@ -50,6 +50,7 @@ impl PlainReporter {
                 continue;
             }
             let lvl = match e.level {
+                LogLevel::Info => "info",
                 LogLevel::Warn => "warning",
                 LogLevel::Error => "error",
             };

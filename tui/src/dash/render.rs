@@ -434,6 +434,7 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
     }
     let rows = log.iter().map(|e| {
         let (lvl, style) = match e.level {
+            LogLevel::Info => ("INFO", Style::new().fg(Color::Cyan)),
             LogLevel::Warn => ("WARN", Style::new().fg(Color::Yellow)),
             LogLevel::Error => ("ERROR", Style::new().fg(Color::Red)),
         };

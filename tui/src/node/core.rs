@@ -121,6 +121,10 @@ impl NodeCore {
         &self.clients
     }
 
+    pub fn info(&self, target: &str, message: String) {
+        self.push_log(LogLevel::Info, target, message);
+    }
+
     pub fn warn(&self, target: &str, message: String) {
         self.push_log(LogLevel::Warn, target, message);
     }
@@ -239,7 +243,20 @@ impl NodeCore {
                 seed: Some(seed),
             },
         );
-        Ok((id, handle, made.magnet.to_uri()))
+        let link = made.magnet.to_uri();
+        // the link is what the user shares: on the Log tab, and in a file next to the state
+        self.info(
+            "seed",
+            format!("magnet link of {}: {link}", handle.status().name),
+        );
+        let mdir = self.data_dir.join("magnets");
+        if std::fs::create_dir_all(&mdir).is_ok() {
+            let _ = std::fs::write(
+                mdir.join(format!("{}.magnet", handle.info_hash())),
+                format!("{link}\n"),
+            );
+        }
+        Ok((id, handle, link))
     }
 
     /// Swarm-record publications of a hidden-seeded transfer so far (None if not one).

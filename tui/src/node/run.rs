@@ -37,9 +37,9 @@ pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
                 .collect()
         } else {
             bail!(
-                "bootstrap entry `{e}` is not a descriptor file: bootstrapping from host:port needs \
-                 the overlay DHT, which is not wired yet; pass the files that `warren node` writes \
-                 (<data-dir>/descriptor)"
+                "bootstrap entry `{e}` is neither a descriptor file, `desc:<hex>`, nor \
+                 `<x25519 key hex>@<ip:port>` (what `warren node` prints and writes to \
+                 <data-dir>/bootstrap)"
             );
         };
         for t in texts {
@@ -53,6 +53,59 @@ pub fn load_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
         }
     }
     Ok(out)
+}
+
+/// A `KEY@ADDR` bootstrap entry: a node's x25519 key (64 hex digits) and its link address.
+fn parse_key_at_addr(e: &str) -> Option<([u8; 32], std::net::SocketAddr)> {
+    let (k, a) = e.trim().split_once('@')?;
+    let key: [u8; 32] = hex::decode(k).ok()?.try_into().ok()?;
+    Some((key, a.parse().ok()?))
+}
+
+/// One bootstrap entry: descriptor files and `desc:<hex>` are read; a `KEY@ADDR` node is asked,
+/// over a one-hop circuit that proves it holds KEY, which nodes it knows.
+async fn resolve_entry(e: &str) -> Result<Vec<Descriptor>> {
+    match parse_key_at_addr(e) {
+        Some((key, addr)) => {
+            overlay::client::fetch_directory(addr, key, &overlay::ClientConfig::default())
+                .await
+                .map_err(|err| anyhow!("bootstrap node {addr} did not give its directory: {err}"))
+        }
+        None => load_directory(&[e.to_string()]),
+    }
+}
+
+/// Reads the verified descriptors named by `entries` (see [`resolve_entry`]); any failure is an
+/// error that names the entry.
+pub async fn resolve_directory(entries: &[String]) -> Result<Vec<Descriptor>> {
+    let mut out: Vec<Descriptor> = Vec::new();
+    for e in entries {
+        for d in resolve_entry(e).await? {
+            if !out.iter().any(|o| o.id == d.id) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Like [`resolve_directory`], but skips entries that cannot be read or reached yet.
+pub async fn resolve_directory_lenient(entries: &[String]) -> (Vec<Descriptor>, Vec<String>) {
+    let mut out: Vec<Descriptor> = Vec::new();
+    let mut missing = Vec::new();
+    for e in entries {
+        match resolve_entry(e).await {
+            Ok(ds) => {
+                for d in ds {
+                    if !out.iter().any(|o| o.id == d.id) {
+                        out.push(d);
+                    }
+                }
+            }
+            Err(_) => missing.push(e.clone()),
+        }
+    }
+    (out, missing)
 }
 
 /// Like [`load_directory`], but skips entries that cannot be read yet (a node started before its
@@ -82,14 +135,22 @@ const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2)
 /// set of descriptors changed, gives it to the node's clients (and to its DHT routing table).
 fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overlay::Node>) {
     let entries = cfg.network.bootstrap.clone();
-    if entries.is_empty() {
+    if entries.is_empty() && node.is_none() {
         return;
     }
     tokio::spawn(async move {
         let mut known: Vec<[u8; 32]> = Vec::new();
         let mut warned = false;
         loop {
-            let (ds, missing) = load_directory_lenient(&entries);
+            let (mut ds, missing) = resolve_directory_lenient(&entries).await;
+            // a DHT node also knows the nodes that announced themselves to it
+            if let Some(n) = &node {
+                for d in n.dht_contacts() {
+                    if !ds.iter().any(|o| o.id == d.id) {
+                        ds.push(d);
+                    }
+                }
+            }
             let mut ids: Vec<[u8; 32]> = ds.iter().map(|d| d.id.0).collect();
             ids.sort();
             if ids != known {
@@ -110,6 +171,53 @@ fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overl
                 );
             }
             tokio::time::sleep(DIRECTORY_REFRESH).await;
+        }
+    });
+}
+
+/// A DHT node's upkeep: publishes its own descriptor as a DHT record (at start, then every 30
+/// minutes, so it is found by id and stays fresh before it expires), and saves the routing table's
+/// contacts to `cache` every minute so that a restart rejoins without the bootstrap files.
+fn spawn_dht_upkeep(node: overlay::Node, core: Arc<NodeCore>, cache: PathBuf) {
+    let n2 = node.clone();
+    tokio::spawn(async move {
+        loop {
+            let contacts = n2.dht_contacts();
+            if !contacts.is_empty() {
+                let text: String = contacts
+                    .iter()
+                    .map(|d| format!("{}\n", hex::encode(d.encode())))
+                    .collect();
+                let tmp = cache.with_extension("tmp");
+                if std::fs::write(&tmp, text).is_ok() {
+                    let _ = std::fs::rename(&tmp, &cache);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+    });
+    tokio::spawn(async move {
+        // let the directory fill first
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        loop {
+            let client = (**core.clients().get(1)).clone();
+            let seeds = super::hidden::dht_seeds(&client.directory());
+            let wait = if seeds.is_empty() {
+                std::time::Duration::from_secs(10)
+            } else {
+                let dht = overlay::dht_client::DhtClient::new(Arc::new(client), 1);
+                let stored = dht.store(node.descriptor_record(), seeds).await;
+                tracing::info!(
+                    stored_at = stored,
+                    "descriptor published in the overlay DHT"
+                );
+                if stored == 0 {
+                    std::time::Duration::from_secs(10)
+                } else {
+                    std::time::Duration::from_secs(30 * 60)
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     });
 }
@@ -144,7 +252,11 @@ fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result
     Ok(NodeCore::new(
         node_id,
         clients,
-        SessionConfig::default(),
+        SessionConfig {
+            // [rate_limits] upload caps seeding (piece data sent to peers)
+            upload_rate: cfg.rate_limits.upload,
+            ..SessionConfig::default()
+        },
         data,
         download,
         cfg.hops,
@@ -200,9 +312,16 @@ pub async fn node(
     let mut ncfg = overlay::NodeConfig::new(identity, cfg.network.listen, roles);
     ncfg.exit_policy = exit_policy(cfg)?;
     ncfg.allow_private_exit = cfg.exit_policy.allow_private;
+    // [rate_limits] relay / exit: bytes per second, 0 = no cap
+    ncfg.relay_rate = Some(cfg.rate_limits.relay).filter(|r| *r > 0);
+    ncfg.exit_rate = Some(cfg.rate_limits.exit).filter(|r| *r > 0);
     let node = overlay::Node::start(ncfg)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.network.listen))?;
+    let boot_path = data.join("bootstrap");
+    let boot_line = format!("{}@{}", hex::encode(node.descriptor().x25519), node.addr());
+    std::fs::write(&boot_path, format!("{boot_line}\n"))
+        .with_context(|| format!("cannot write {}", boot_path.display()))?;
     let desc_path = data.join("descriptor");
     std::fs::write(
         &desc_path,
@@ -227,9 +346,13 @@ pub async fn node(
         if dht { " + dht" } else { "" },
         desc_path.display()
     )?;
+    writeln!(
+        out,
+        "others bootstrap from this node with: --bootstrap {boot_line}"
+    )?;
     out.flush()?;
     // a node may start before its peers: entries that cannot be read yet are read again later
-    let (directory, missing) = load_directory_lenient(&cfg.network.bootstrap);
+    let (directory, missing) = resolve_directory_lenient(&cfg.network.bootstrap).await;
     if cfg.network.bootstrap.is_empty() {
         writeln!(
             out,
@@ -251,8 +374,29 @@ pub async fn node(
             "DHT routing table seeded with {n} DHT nodes from the bootstrap descriptors"
         )?;
     }
+    // the DHT contacts this node knew when it last ran
+    let cache = data.join("dht-cache");
+    let mut directory = directory;
+    if dht {
+        let (cached, _) = load_directory_lenient(&[cache.display().to_string()]);
+        let n = node.dht_learn(&cached);
+        if n > 0 {
+            writeln!(
+                out,
+                "DHT routing table: {n} nodes from the cache of the last run"
+            )?;
+        }
+        for d in cached {
+            if !directory.iter().any(|o| o.id == d.id) {
+                directory.push(d);
+            }
+        }
+    }
     let core = Arc::new(core_for(cfg, directory, node.id().short())?);
     spawn_directory_refresh(cfg, core.clone(), Some(node.clone()));
+    if dht {
+        spawn_dht_upkeep(node.clone(), core.clone(), cache);
+    }
     serve_socket(cfg, core.clone(), out);
     out.flush()?;
     let stop = core.shutdown_signal();
@@ -283,7 +427,7 @@ pub async fn get(
              (or `bootstrap` in the config); `warren demo` runs a whole network in-process"
         );
     }
-    let directory = load_directory(&cfg.network.bootstrap)?;
+    let directory = resolve_directory(&cfg.network.bootstrap).await?;
     if super::via::needs_overlay(cfg)
         && !directory
             .iter()
@@ -341,7 +485,7 @@ pub async fn seed(
              (or `bootstrap` in the config); `warren demo` runs a whole network in-process"
         );
     }
-    let directory = load_directory(&cfg.network.bootstrap)?;
+    let directory = resolve_directory(&cfg.network.bootstrap).await?;
     if !directory
         .iter()
         .any(|d| d.roles & overlay::descriptor::ROLE_DHT != 0)
@@ -409,7 +553,7 @@ pub async fn tunnel(cfg: &Config, hops: Option<u8>, cmd: &[String], tui: bool) -
     if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
         bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
     }
-    let directory = load_directory(&cfg.network.bootstrap)?;
+    let directory = resolve_directory(&cfg.network.bootstrap).await?;
     let core = Arc::new(core_for(cfg, directory, "tunnel".into())?);
     let provider = core
         .clients()
@@ -513,7 +657,7 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
     if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
         bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
     }
-    let directory = load_directory(&cfg.network.bootstrap)?;
+    let directory = resolve_directory(&cfg.network.bootstrap).await?;
     let state_file = system_state_file(cfg)?;
     if let Some(dir) = state_file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
