@@ -144,6 +144,8 @@ pub enum Refusal {
     CircuitsFromSource,
     #[error("too many circuits")]
     Circuits,
+    #[error("the peer does not read its link")]
+    NotReading,
 }
 
 /// A pending inbound handshake admitted by [`LinkGate::on_accept`].

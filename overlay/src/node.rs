@@ -485,6 +485,9 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
     }
 }
 
+/// Control cells that may wait for room on a link whose queue is full (the peer does not read).
+const MAX_STALLED: u64 = 16;
+
 /// Log lines about refusals: at most one per window (with a count of the ones in between).
 const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
@@ -789,7 +792,7 @@ fn send_soon(node: &NodeInner, link: &Arc<Link>, c: CellBuf) {
     if let Err(mpsc::error::TrySendError::Full(c)) = link.tx.try_send(c) {
         // A peer that does not read its link cannot make us hold unbounded waiting cells (or
         // tasks): past a queue's worth, control cells to it are dropped.
-        if link.stalled.fetch_add(1, Ordering::Relaxed) >= LINK_QUEUE as u64 {
+        if link.stalled.fetch_add(1, Ordering::Relaxed) >= MAX_STALLED {
             link.stalled.fetch_sub(1, Ordering::Relaxed);
             debug!(
                 link = link.id,
@@ -953,6 +956,14 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
         (on_link, from_source, total),
         std::time::Instant::now(),
     );
+    // a peer that does not read its replies gets no new circuits (its queue holds our cells)
+    let admit = admit.and_then(|()| {
+        if link.tx.capacity() < LINK_QUEUE / 2 {
+            Err(Refusal::NotReading)
+        } else {
+            Ok(())
+        }
+    });
     if let Err(why) = admit {
         node.refused_circuit(why);
         send_soon(node, link, cell::destroy_cell(cid, reason::RESOURCE_LIMIT));

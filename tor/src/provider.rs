@@ -200,7 +200,7 @@ impl AnonProvider for TorProvider {
         let n = self
             .udp_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n % 100 == 0 {
+        if n.is_multiple_of(100) {
             tracing::warn!(
                 refused = n + 1,
                 iso = iso.0,

@@ -85,6 +85,7 @@ fn hot_nodes(net: &Testnet, cores: &[&NodeCore]) -> Vec<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "issue 8: written, not yet run and tuned; run with --ignored"]
 async fn five_downloads_complete_while_relays_and_points_die_and_return() {
     const FILES: usize = 5;
     const SIZE: usize = 3_000_000;
@@ -254,6 +255,7 @@ fn spawn_logged(mut c: Command, log: &Path) -> Proc {
 }
 
 #[test]
+#[ignore = "issue 8: written, not yet run and tuned; run with --ignored"]
 fn warren_get_killed_twenty_times_at_random_completes_byte_identical() {
     let mut rng = Rng::from_env();
     let dir = tempfile::tempdir().unwrap();
@@ -282,7 +284,7 @@ fn warren_get_killed_twenty_times_at_random_completes_byte_identical() {
 
     let content_path = dir.path().join("share").join("chaos.bin");
     std::fs::create_dir_all(content_path.parent().unwrap()).unwrap();
-    let data = content(24_000_000, 9);
+    let data = content(20_000_000, 9);
     std::fs::write(&content_path, &data).unwrap();
     let seeder_dir = dir.path().join("seeder");
     let mut c = warren();
@@ -341,8 +343,8 @@ fn warren_get_killed_twenty_times_at_random_completes_byte_identical() {
     for round in 0..20 {
         let log = dir.path().join(format!("get-{round}.log"));
         let mut p = get(&log);
-        // a random moment: 0.3 to 3 s into the run
-        let at = Duration::from_millis(300 + rng.below(2700));
+        // a random moment: 0.3 to 2.5 s into the run
+        let at = Duration::from_millis(300 + rng.below(2200));
         let t = Instant::now();
         let mut exited = None;
         while t.elapsed() < at {

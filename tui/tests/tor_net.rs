@@ -16,6 +16,7 @@
 //!   3. A bulk download by curl through the Tor tunnel (figure for docs/BENCHMARKS.md; size from
 //!      WARREN_TOR_BENCH_MIB, default 8). The provider-level Tor-vs-overlay comparison is in
 //!      tor/tests/tor_net.rs.
+//!
 //! Run: cargo test -p warren --test tor_net -- --nocapture
 
 #[path = "../../tor/tests/common/mod.rs"]
