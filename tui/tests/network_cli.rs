@@ -240,7 +240,10 @@ fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not a descriptor file"), "{err}");
+    assert!(
+        err.contains("is neither a descriptor file") && err.contains("<x25519 key hex>@<ip:port>"),
+        "{err}"
+    );
 }
 
 /// Kills a process this test caused to start (by the pid it printed), when dropped.
