@@ -16,6 +16,7 @@ pub mod peer;
 pub mod picker;
 pub mod piecebuf;
 pub mod ratecap;
+pub mod redial;
 pub mod resume;
 pub mod session;
 pub mod storage;

@@ -35,6 +35,13 @@ impl RateCap {
             Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
+
+    /// `n` bytes taken with [`take`](Self::take) were not sent after all (the connection
+    /// closed while they waited): give them back, so a dead connection does not hold up the
+    /// live ones.
+    pub fn refund(&mut self, n: usize) {
+        self.tokens = (self.tokens + n as f64).min(self.burst);
+    }
 }
 
 #[cfg(test)]
@@ -61,6 +68,18 @@ mod tests {
         let t0 = Instant::now();
         let mut c = RateCap::new(1_000_000, t0);
         assert_eq!(c.take(250_000, t0), Duration::ZERO);
+        let w = c.take(100_000, t0);
+        assert!((w.as_secs_f64() - 0.1).abs() < 1e-6, "{w:?}");
+    }
+
+    #[test]
+    fn refunded_bytes_do_not_delay_the_next_sender() {
+        let t0 = Instant::now();
+        let mut c = RateCap::new(1_000_000, t0);
+        assert_eq!(c.take(250_000, t0), Duration::ZERO);
+        // 1 s of debt for a connection that then closed
+        assert!(c.take(1_000_000, t0) > Duration::ZERO);
+        c.refund(1_000_000);
         let w = c.take(100_000, t0);
         assert!((w.as_secs_f64() - 0.1).abs() < 1e-6, "{w:?}");
     }

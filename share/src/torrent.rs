@@ -26,6 +26,7 @@ use crate::metainfo::Info;
 use crate::peer::{PeerState, ProtocolError, QueueConfig, Rate};
 use crate::picker::{BlockOutcome, PeerKey, Picker};
 use crate::piecebuf::PieceBuf;
+use crate::redial::Redial;
 use crate::resume::{ResumeData, ResumeStore};
 use crate::storage::{Layout, Storage, StorageOptions};
 use crate::tracker::{self, Announce, Event};
@@ -187,6 +188,8 @@ pub(crate) struct Inner {
     peers: HashMap<PeerKey, PeerEntry>,
     candidates: VecDeque<PeerAddr>,
     connecting: HashSet<PeerAddr>,
+    /// Peers to dial again after their connection ended.
+    redial: Redial,
     banned: HashSet<IpAddr>,
     banned_addrs: HashSet<PeerAddr>,
     strikes: HashMap<PeerAddr, u32>,
@@ -230,6 +233,7 @@ impl Inner {
             peers: HashMap::new(),
             candidates: VecDeque::new(),
             connecting: HashSet::new(),
+            redial: Redial::default(),
             banned: HashSet::new(),
             banned_addrs: HashSet::new(),
             strikes: HashMap::new(),
@@ -989,6 +993,9 @@ impl Torrent {
                         })
                         .await;
                         if let Ok((frames, payload)) = res {
+                            if wtx.is_closed() {
+                                return;
+                            }
                             if let Some(cap) = &t.shared.upload_cap {
                                 let wait = cap
                                     .lock()
@@ -996,6 +1003,12 @@ impl Torrent {
                                     .take(frames.len(), std::time::Instant::now());
                                 if !wait.is_zero() {
                                     tokio::time::sleep(wait).await;
+                                }
+                                if wtx.is_closed() {
+                                    cap.lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .refund(frames.len());
+                                    return;
                                 }
                             }
                             t.lock().up.add(payload);
@@ -1221,6 +1234,20 @@ impl Torrent {
 
     async fn connect_loop(self: Arc<Self>, token: CancellationToken) {
         loop {
+            let next_redial = {
+                let mut g = self.lock();
+                if matches!(g.state, TorrentState::Downloading | TorrentState::Metadata) {
+                    for a in g.redial.due(Instant::now()) {
+                        if !g.candidates.contains(&a) {
+                            g.candidates.push_back(a);
+                        }
+                    }
+                    g.redial.next_due()
+                } else {
+                    g.redial.clear();
+                    None
+                }
+            };
             loop {
                 let next = {
                     let mut g = self.lock();
@@ -1253,20 +1280,39 @@ impl Torrent {
                         t.shared.connector.connect(&addr),
                     )
                     .await;
-                    match conn {
-                        Ok(Ok(stream)) => {
-                            t.clone().run_peer(stream, addr.clone(), None, tok).await;
+                    let got = match conn {
+                        Ok(Ok(stream)) => t.clone().run_peer(stream, addr.clone(), None, tok).await,
+                        Ok(Err(e)) => {
+                            debug!(%addr, "connect failed: {e}");
+                            0
                         }
-                        Ok(Err(e)) => debug!(%addr, "connect failed: {e}"),
-                        Err(_) => debug!(%addr, "connect timed out"),
+                        Err(_) => {
+                            debug!(%addr, "connect timed out");
+                            0
+                        }
+                    };
+                    let mut g = t.lock();
+                    g.connecting.remove(&addr);
+                    if g.is_banned(&addr) {
+                        g.redial.forget(&addr);
+                    } else if matches!(g.state, TorrentState::Downloading | TorrentState::Metadata)
+                    {
+                        // keep the peer: dial it again after a pause (circuits break, peers
+                        // restart; the next announce or lookup may be far away)
+                        g.redial.lost(&addr, got > 0, Instant::now());
                     }
-                    t.lock().connecting.remove(&addr);
+                    drop(g);
+                    t.conn_notify.notify_one();
                 });
             }
+            let wait = next_redial
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(2))
+                .clamp(Duration::from_millis(50), Duration::from_secs(2));
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = self.conn_notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -1353,9 +1399,9 @@ impl Torrent {
         addr: PeerAddr,
         inbound: Option<[u8; 8]>,
         token: CancellationToken,
-    ) {
+    ) -> u64 {
         if self.lock().is_banned(&addr) {
-            return;
+            return 0;
         }
         let ours = Handshake::new(self.info_hash, self.shared.peer_id);
         let hs = async {
@@ -1384,15 +1430,15 @@ impl Torrent {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => {
                 debug!(%addr, "handshake failed: {e}");
-                return;
+                return 0;
             }
             Err(_) => {
                 debug!(%addr, "handshake timed out");
-                return;
+                return 0;
             }
         };
         if theirs.info_hash != self.info_hash || theirs.peer_id == self.shared.peer_id {
-            return;
+            return 0;
         }
         let (rd, wr) = tokio::io::split(stream);
         let (wtx, wrx) = mpsc::unbounded_channel::<Bytes>();
@@ -1402,14 +1448,14 @@ impl Torrent {
             let mut g = self.lock();
             if g.peers.len() >= self.shared.config.max_peers_per_torrent {
                 debug!(%addr, "peer limit reached; dropping");
-                return;
+                return 0;
             }
             if g.peers.values().any(|p| p.peer_id == theirs.peer_id) {
                 debug!(%addr, "already connected to this peer id; dropping");
-                return;
+                return 0;
             }
             if g.is_banned(&addr) {
-                return;
+                return 0;
             }
             let mut state = PeerState::new(&self.shared.config.queue, Instant::now());
             if g.picker.is_some() {
@@ -1460,7 +1506,9 @@ impl Torrent {
             let ev = self.shared.events.clone();
             g.ban(key, &e.to_string(), &ev, self.info_hash);
         }
+        let mut got = 0;
         if let Some(p) = g.peers.remove(&key) {
+            got = p.state.down.total();
             debug!(peer = %p.addr, "peer disconnected");
             if let Some(picker) = g.picker.as_mut() {
                 if let Some(bf) = &p.state.have {
@@ -1480,6 +1528,7 @@ impl Torrent {
         }
         drop(g);
         self.conn_notify.notify_one();
+        got
     }
 
     /// Returns Some(error) if the peer violated the protocol (it is then banned).
