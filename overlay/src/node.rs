@@ -1041,7 +1041,8 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
             let (n2, c2) = (node.clone(), circ.clone());
             let h = node.spawn(async move {
                 if let Err(e) = do_extend(&n2, &c2, ext).await {
-                    warn!("extend failed: {e}");
+                    // routine when relays come and go: the client is told (DESTROY) and picks another path
+                    debug!("extend failed: {e}");
                     destroy(&n2, &c2, reason::EXTEND_FAILED, None);
                 }
             });

@@ -150,12 +150,10 @@ impl Session {
         Ok(Session {
             inner: Arc::new(SessionInner {
                 shared: Arc::new(Shared {
-                    upload_cap: (config.upload_rate > 0).then(|| {
-                        std::sync::Mutex::new(crate::ratecap::RateCap::new(
-                            config.upload_rate,
-                            std::time::Instant::now(),
-                        ))
-                    }),
+                    upload_cap: config
+                        .upload_cap
+                        .clone()
+                        .or_else(|| crate::torrent::shared_upload_cap(config.upload_rate)),
                     config,
                     connector,
                     peer_id: make_peer_id(),

@@ -112,6 +112,22 @@ pub struct SessionConfig {
     /// Cap on piece data sent to peers (seeding), bytes per second over all torrents of the
     /// session; 0 = no cap.
     pub upload_rate: u64,
+    /// A cap shared with other sessions (one per transfer in a node): when set, it is used
+    /// instead of a cap of the session's own made from `upload_rate`. See [`shared_upload_cap`].
+    pub upload_cap: Option<UploadCap>,
+}
+
+/// An upload cap that several sessions draw from.
+pub type UploadCap = Arc<Mutex<crate::ratecap::RateCap>>;
+
+/// One cap of `bytes_per_s` for several sessions (`None` for 0 = no cap).
+pub fn shared_upload_cap(bytes_per_s: u64) -> Option<UploadCap> {
+    (bytes_per_s > 0).then(|| {
+        Arc::new(Mutex::new(crate::ratecap::RateCap::new(
+            bytes_per_s,
+            Instant::now(),
+        )))
+    })
 }
 
 impl Default for SessionConfig {
@@ -132,6 +148,7 @@ impl Default for SessionConfig {
             use_trackers: true,
             tracker_timeout: Duration::from_secs(15),
             upload_rate: 0,
+            upload_cap: None,
         }
     }
 }
@@ -146,7 +163,7 @@ pub(crate) struct Shared {
     /// Bounds concurrent check+write jobs (pieces are hashed as their blocks arrive).
     pub disk: Arc<tokio::sync::Semaphore>,
     /// The seeding cap (`SessionConfig::upload_rate`), shared by all torrents.
-    pub upload_cap: Option<std::sync::Mutex<crate::ratecap::RateCap>>,
+    pub upload_cap: Option<UploadCap>,
 }
 
 pub(crate) struct Meta {

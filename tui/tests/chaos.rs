@@ -101,14 +101,14 @@ async fn five_downloads_complete_while_relays_and_points_die_and_return() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    // the seeder's upload is capped (per torrent) so that the downloads last long enough for
-    // the chaos: 3 MB at 300 kB/s is about 10 s without any kill
+    // the seeder's upload is capped (one cap for all its torrents) so that the downloads last
+    // long enough for the chaos: 5 x 3 MB at 1 MB/s is about 15 s without any kill
     let seeder = core(
         &net,
         dir.path(),
         "seeder",
         SessionConfig {
-            upload_rate: 300_000,
+            upload_rate: 1_000_000,
             ..SessionConfig::default()
         },
     );

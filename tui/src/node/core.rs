@@ -82,6 +82,12 @@ impl NodeCore {
         download_dir: PathBuf,
         default_hops: u8,
     ) -> NodeCore {
+        let mut session_config = session_config;
+        // one session per transfer, one seeding cap for all of them
+        if session_config.upload_cap.is_none() {
+            session_config.upload_cap =
+                share::torrent::shared_upload_cap(session_config.upload_rate);
+        }
         NodeCore {
             node_id,
             clients,
