@@ -4,6 +4,7 @@
 pub mod bencode;
 pub mod infohash;
 pub mod magnet;
+pub mod mainline;
 pub mod make;
 pub mod metainfo;
 // engine (helper "engine")

@@ -115,6 +115,9 @@ pub struct SessionConfig {
     /// A cap shared with other sessions (one per transfer in a node): when set, it is used
     /// instead of a cap of the session's own made from `upload_rate`. See [`shared_upload_cap`].
     pub upload_cap: Option<UploadCap>,
+    /// Mainline DHT (BEP 5) bootstrap nodes; empty = no DHT. Lookups go over the connector's
+    /// datagrams (an exit's in anonymous mode); warren never answers or announces in the DHT.
+    pub mainline_dht: Vec<PeerAddr>,
 }
 
 /// An upload cap that several sessions draw from.
@@ -149,6 +152,7 @@ impl Default for SessionConfig {
             tracker_timeout: Duration::from_secs(15),
             upload_rate: 0,
             upload_cap: None,
+            mainline_dht: Vec::new(),
         }
     }
 }
@@ -1073,6 +1077,54 @@ impl Torrent {
                 } else {
                     debug!(%url, "tracker scheme not supported; skipped");
                 }
+            }
+        }
+        if !self.shared.config.mainline_dht.is_empty() {
+            tokio::spawn(self.clone().mainline_loop(token.clone()));
+        }
+    }
+
+    /// Looks the torrent up in the mainline DHT until it is complete: at once, then every 30 s
+    /// while there are no peers, every 5 minutes otherwise. Private torrents (BEP 27) never are.
+    async fn mainline_loop(self: Arc<Self>, token: CancellationToken) {
+        loop {
+            let (private, seeding, peers) = {
+                let g = self.lock();
+                (
+                    g.meta.as_ref().is_some_and(|m| m.info.private),
+                    g.state == TorrentState::Seeding,
+                    g.peers.len(),
+                )
+            };
+            if private || seeding {
+                return;
+            }
+            let wait = match crate::mainline::get_peers(
+                self.shared.connector.as_ref(),
+                &self.shared.config.mainline_dht,
+                self.info_hash,
+                Duration::from_secs(20),
+            )
+            .await
+            {
+                Ok(found) => {
+                    debug!(peers = found.len(), "mainline DHT lookup done");
+                    let n = found.len();
+                    self.add_peers(found.into_iter().map(PeerAddr::Ip));
+                    if n == 0 && peers == 0 {
+                        Duration::from_secs(30)
+                    } else {
+                        Duration::from_secs(300)
+                    }
+                }
+                Err(e) => {
+                    warn!("mainline DHT lookup failed: {e}");
+                    Duration::from_secs(60)
+                }
+            };
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

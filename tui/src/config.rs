@@ -27,6 +27,8 @@ pub struct Config {
     pub roles: RolesConfig,
     pub exit_policy: ExitPolicyConfig,
     pub rate_limits: RateLimitsConfig,
+    /// Mainline DHT (BEP 5) peer lookups for clearnet swarms, spoken through exits.
+    pub mainline_dht: MainlineDhtConfig,
     /// Tor (arti) settings, used with `via = "tor"` or `"auto"`; state and cache directories
     /// default to `<data_dir>/tor/`.
     pub tor: warren_tor::TorConfig,
@@ -61,6 +63,46 @@ pub struct ExitPolicyConfig {
     pub allow_private: bool,
 }
 
+/// Mainline DHT (BEP 5): off by default. When on, every torrent that is not private is looked up
+/// from these bootstrap nodes; each query leaves from an exit (names are resolved there), and
+/// warren only asks: it never answers, joins routing tables or announces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MainlineDhtConfig {
+    pub enabled: bool,
+    /// `host:port` of DHT nodes to start lookups from.
+    pub bootstrap: Vec<String>,
+}
+
+impl Default for MainlineDhtConfig {
+    fn default() -> Self {
+        MainlineDhtConfig {
+            enabled: false,
+            bootstrap: vec![
+                "router.bittorrent.com:6881".into(),
+                "dht.transmissionbt.com:6881".into(),
+                "router.utorrent.com:6881".into(),
+            ],
+        }
+    }
+}
+
+impl MainlineDhtConfig {
+    /// The bootstrap nodes when enabled (else none).
+    pub fn nodes(&self) -> Result<Vec<share::connector::PeerAddr>, String> {
+        if !self.enabled {
+            return Ok(Vec::new());
+        }
+        self.bootstrap
+            .iter()
+            .map(|b| {
+                share::udp_tracker::parse_url(&format!("udp://{b}"))
+                    .map_err(|_| format!("`{b}` is not `host:port`"))
+            })
+            .collect()
+    }
+}
+
 /// Rate limits in bytes per second; 0 means unlimited.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +125,7 @@ impl Default for Config {
             roles: RolesConfig::default(),
             exit_policy: ExitPolicyConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            mainline_dht: MainlineDhtConfig::default(),
             tor: warren_tor::TorConfig::default(),
         }
     }
@@ -213,6 +256,12 @@ impl Config {
         self.tor
             .validate()
             .map_err(|e| format!("section `[tor]`: {e}"))?;
+        let dht = MainlineDhtConfig {
+            enabled: true,
+            ..self.mainline_dht.clone()
+        };
+        dht.nodes()
+            .map_err(|e| format!("key `mainline_dht.bootstrap`: {e}"))?;
         Ok(())
     }
 

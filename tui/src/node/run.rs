@@ -255,6 +255,8 @@ fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result
         SessionConfig {
             // [rate_limits] upload caps seeding (piece data sent to peers)
             upload_rate: cfg.rate_limits.upload,
+            // validated with the config
+            mainline_dht: cfg.mainline_dht.nodes().unwrap_or_default(),
             ..SessionConfig::default()
         },
         data,
