@@ -20,6 +20,7 @@ pub const TARGETS: &[&str] = &[
     "dht",
     "tun_packet",
     "mse",
+    "mainline",
 ];
 
 /// Runs the target called `name` on `data`; false if there is no such target.
@@ -36,6 +37,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "dht" => targets::dht,
         "tun_packet" => targets::tun_packet,
         "mse" => targets::mse,
+        "mainline" => targets::mainline,
         _ => return false,
     };
     f(data);

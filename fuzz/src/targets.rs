@@ -559,3 +559,40 @@ fn dns_message(data: &[u8]) {
     }
     let _ = dns::parse_response_a(data);
 }
+
+/// Mainline DHT (BEP 5) answers: the KRPC parser, and a lookup fed the input as the answer to
+/// its first query (the input's transaction id is patched to match, so the lookup's state
+/// machine runs past the id check).
+pub fn mainline(data: &[u8]) {
+    use share::connector::PeerAddr;
+    use share::mainline::{parse_reply, Lookup};
+    let _ = parse_reply(data);
+    let mut l = Lookup::new(
+        [7u8; 20],
+        vec![PeerAddr::Ip(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            6881,
+        ))],
+    );
+    let now = Instant::now();
+    let q = l.poll(now);
+    let Some((_, query)) = q.first() else {
+        return;
+    };
+    // the query's "1:t2:XY": put XY where the input has its own 2-byte transaction id
+    let tid = query
+        .windows(5)
+        .position(|w| w == b"1:t2:")
+        .and_then(|i| query.get(i + 5..i + 7))
+        .map(|t| [t[0], t[1]]);
+    let mut input = data.to_vec();
+    if let (Some(tid), Some(i)) = (tid, input.windows(5).position(|w| w == b"1:t2:")) {
+        if let Some(dst) = input.get_mut(i + 5..i + 7) {
+            dst.copy_from_slice(&tid);
+        }
+    }
+    let _ = l.on_datagram(&input);
+    let _ = l.poll(now + Duration::from_millis(10));
+    let _ = l.done();
+    assert!(l.queries_sent() <= share::mainline::MAX_QUERIES);
+}
