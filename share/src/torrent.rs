@@ -1477,6 +1477,8 @@ impl Torrent {
             let theirs = match inbound {
                 Some(reserved) => {
                     stream.write_all(&ours.encode()).await?;
+                    // streams that buffer (Tor's) send nothing until flushed
+                    stream.flush().await?;
                     let mut id = [0u8; 20];
                     stream.read_exact(&mut id).await?;
                     Handshake {
@@ -1487,6 +1489,8 @@ impl Torrent {
                 }
                 None => {
                     stream.write_all(&ours.encode()).await?;
+                    // streams that buffer (Tor's) send nothing until flushed
+                    stream.flush().await?;
                     let mut buf = [0u8; HANDSHAKE_LEN];
                     stream.read_exact(&mut buf).await?;
                     Handshake::decode(&buf)

@@ -240,8 +240,6 @@ fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> (bool, String, 
 }
 
 #[test]
-#[ignore = "issue 7: `warren get --via tor` stays at 0 peers (tracker announce through Tor not yet \
-            debugged); run with --ignored"]
 fn tor_network_acceptance() {
     let is_root = warren_tests::is_root();
     let missing: Vec<&str> = [
