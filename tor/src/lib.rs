@@ -19,7 +19,7 @@ pub mod provider;
 pub use auto::{AutoPolicy, AutoProvider};
 pub use config::{FallbackCache, TorConfig, TorConfigError};
 #[cfg(feature = "arti")]
-pub use provider::TorProvider;
+pub use provider::{TorCircuitInfo, TorProvider};
 
 /// What `datagram()` answers in Tor mode (shown to users of UDP trackers, the DHT and uTP).
 pub const UDP_REFUSAL: &str =

@@ -16,6 +16,7 @@ use arti_client::{
 use async_trait::async_trait;
 use overlay::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, ProviderError, Target};
 use tokio::sync::OnceCell;
+use tor_proto::client::stream::ClientStreamCtrl;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::config::{TorConfig, TorConfigError};
@@ -23,6 +24,15 @@ use crate::config::{TorConfig, TorConfigError};
 /// More isolation keys than this and the token map is emptied (a key seen again then gets a new
 /// token: a new circuit, never a shared one).
 const MAX_TOKENS: usize = 65_536;
+
+/// The Tor circuit a stream rides on, as arti knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TorCircuitInfo {
+    /// arti's process-unique circuit id ("Circ 3.1"): two streams with the same id share a circuit.
+    pub circuit: String,
+    /// The exit relay (its identities), when arti still has the circuit's path.
+    pub exit: Option<String>,
+}
 
 /// Opens streams through Tor exits. Cheap to share behind an `Arc`.
 pub struct TorProvider {
@@ -99,6 +109,50 @@ impl TorProvider {
         prefs
     }
 
+    /// A stream to `target` through a Tor exit on `iso`'s circuit, with that circuit's identity
+    /// (`None` only if arti has already dropped the circuit). [`AnonProvider::connect`] is this
+    /// without the identity.
+    pub async fn connect_tor(
+        &self,
+        target: &Target,
+        iso: IsolationKey,
+    ) -> Result<(DataStream, Option<TorCircuitInfo>), ProviderError> {
+        let what = target.to_string();
+        let addr = match target {
+            // an address the caller already has: arti calls these "dangerous" only because a
+            // local resolver may have produced them; ours come from trackers/peers via exits
+            Target::Addr(a) => TorAddr::dangerously_from(*a),
+            // the exit resolves the name
+            Target::Host(h, p) => TorAddr::from((h.as_str(), *p)),
+        }
+        .map_err(|e| ProviderError::Refused {
+            target: what.clone(),
+            reason: format!("not a valid Tor stream target: {e}"),
+        })?;
+        let client = self.client().await?;
+        let prefs = self.prefs(iso);
+        let s: DataStream = tokio::time::timeout(
+            self.connect_timeout,
+            client.connect_with_prefs(addr, &prefs),
+        )
+        .await
+        .map_err(|_| {
+            ProviderError::Timeout(format!(
+                "Tor stream to {what} not open after {} s",
+                self.connect_timeout.as_secs()
+            ))
+        })?
+        .map_err(|e| map_error(&e, &what, false))?;
+        let circ = s
+            .client_stream_ctrl()
+            .and_then(|c| c.tunnel())
+            .map(|t| TorCircuitInfo {
+                circuit: t.unique_id().to_string(),
+                exit: t.last_hop_info().ok().flatten().map(|h| h.to_string()),
+            });
+        Ok((s, circ))
+    }
+
     /// How many isolation keys have their own token (for tests and the dashboard).
     pub fn isolation_groups(&self) -> usize {
         self.tokens.lock().map(|m| m.len()).unwrap_or(0)
@@ -164,36 +218,16 @@ impl AnonProvider for TorProvider {
         target: &Target,
         iso: IsolationKey,
     ) -> Result<BoxStream, ProviderError> {
-        let what = target.to_string();
-        let addr = match target {
-            // an address the caller already has: arti calls these "dangerous" only because a
-            // local resolver may have produced them; ours come from trackers/peers via exits
-            Target::Addr(a) => TorAddr::dangerously_from(*a),
-            // the exit resolves the name
-            Target::Host(h, p) => TorAddr::from((h.as_str(), *p)),
-        }
-        .map_err(|e| ProviderError::Refused {
-            target: what.clone(),
-            reason: format!("not a valid Tor stream target: {e}"),
-        })?;
-        let client = self.client().await?;
-        let prefs = self.prefs(iso);
-        let s: DataStream = tokio::time::timeout(
-            self.connect_timeout,
-            client.connect_with_prefs(addr, &prefs),
-        )
-        .await
-        .map_err(|_| {
-            ProviderError::Timeout(format!(
-                "Tor stream to {what} not open after {} s",
-                self.connect_timeout.as_secs()
-            ))
-        })?
-        .map_err(|e| map_error(&e, &what, false))?;
-        tracing::debug!(target = %what, iso = iso.0, "Tor stream open");
+        let (s, circ) = self.connect_tor(target, iso).await?;
+        tracing::debug!(
+            target = %target,
+            iso = iso.0,
+            circuit = circ.as_ref().map(|c| c.circuit.as_str()).unwrap_or("?"),
+            exit = circ.as_ref().and_then(|c| c.exit.as_deref()).unwrap_or("?"),
+            "Tor stream open"
+        );
         Ok(Box::pin(s))
     }
-
     async fn datagram(&self, iso: IsolationKey) -> Result<Box<dyn AnonDatagram>, ProviderError> {
         // say it where the user sees it, not only to the caller (a tunnelled program gets no
         // error for a UDP send): the first refusal and then every 100th

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{TestServer, TorNet};
 use overlay::{AnonProvider, IsolationKey, ProviderError, Target};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use warren_tor::{TorConfig, TorProvider};
+use warren_tor::{TorCircuitInfo, TorConfig, TorProvider};
 
 /// Opens a stream through Tor to the test server; returns the exit address the server saw.
 async fn exit_seen(p: &TorProvider, server: SocketAddr, iso: IsolationKey) -> IpAddr {
@@ -29,6 +29,29 @@ async fn exit_seen(p: &TorProvider, server: SocketAddr, iso: IsolationKey) -> Ip
         .expect("server greeting in time")
         .unwrap();
     line.trim().parse().expect("server sends the peer address")
+}
+
+/// Like [`exit_seen`], also returning the Tor circuit arti put the stream on.
+async fn circuit_and_exit(
+    p: &TorProvider,
+    server: SocketAddr,
+    iso: IsolationKey,
+) -> (TorCircuitInfo, IpAddr) {
+    let (s, circ) = p
+        .connect_tor(&Target::Addr(server), iso)
+        .await
+        .unwrap_or_else(|e| panic!("Tor stream to {server} (key {}): {e}", iso.0));
+    let circ = circ.expect("arti knows the circuit of an open stream");
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+        .await
+        .expect("server greeting in time")
+        .unwrap();
+    (
+        circ,
+        line.trim().parse().expect("server sends the peer address"),
+    )
 }
 
 #[test]
@@ -114,52 +137,39 @@ async fn scenarios(net: &TorNet) {
     r.read_line(&mut line).await.unwrap();
     assert!(exits.contains(&line.trim().parse().unwrap()), "{line}");
 
-    // 2. isolation: one key keeps its circuit (same exit); different keys get their own circuits,
-    //    so across keys both exits show up
-    let first = exit_seen(&p, server.addr, IsolationKey(1)).await;
+    // 2. isolation, checked on arti's circuits: the streams of one key share one circuit; every
+    //    other key gets a circuit of its own (opened one after another, so an idle circuit of an
+    //    earlier key was there to be reused, and must not have been)
+    let (home, first) = circuit_and_exit(&p, server.addr, IsolationKey(1)).await;
     for _ in 0..4 {
-        assert_eq!(
-            exit_seen(&p, server.addr, IsolationKey(1)).await,
-            first,
-            "streams of one isolation key share their circuit"
-        );
+        let (c, ip) = circuit_and_exit(&p, server.addr, IsolationKey(1)).await;
+        assert_eq!(c, home, "streams of one isolation key share their circuit");
+        assert_eq!(ip, first);
     }
-    // Right after the network comes up, arti may consider only one exit usable (the other's
-    // descriptor or flags not yet in its directory): then every circuit must use that exit and
-    // says nothing about isolation. Rounds of 16 fresh keys, 5 s apart, for up to 60 s; with two
-    // usable exits, 16 isolated keys all picking one has probability 2^-15.
+    let keys = 16u64;
+    let mut circuits = HashSet::from([home.circuit.clone()]);
     let mut seen = HashSet::new();
-    let mut keys = 0;
-    let t_iso = std::time::Instant::now();
-    let mut k = 100u64;
-    'rounds: loop {
-        seen.clear();
-        for _ in 0..16 {
-            seen.insert(exit_seen(&p, server.addr, IsolationKey(k)).await);
-            k += 1;
-            keys += 1;
-            if seen.len() == exits.len() {
-                break 'rounds;
-            }
-        }
-        if t_iso.elapsed() > std::time::Duration::from_secs(15) {
-            break;
-        }
-        eprintln!("isolation: 16 keys used only {seen:?}; waiting for arti to use both exits");
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    }
-    eprintln!("isolation: {keys} keys used exits {seen:?}");
-    if seen != exits {
-        // Exits may also be guards on this small network, and arti keeps one primary guard
-        // for every circuit: when that guard is one of the two exits, every circuit must exit
-        // at the other, whatever the isolation. The exit then proves nothing either way (seen
-        // in runs on 2026-11-22); a circuit-level check is on the roadmap (issue 7 note).
-        eprintln!(
-            "isolation by exit INCONCLUSIVE: all {keys} keys left by {seen:?}; arti's guard is \
-             probably the other exit"
+    for k in 100..100 + keys {
+        let (c, ip) = circuit_and_exit(&p, server.addr, IsolationKey(k)).await;
+        assert!(exits.contains(&ip), "key {k}: server saw {ip}, not an exit");
+        assert!(
+            circuits.insert(c.circuit.clone()),
+            "key {k} was put on {}, a circuit another key already used: transfers linkable",
+            c.circuit
         );
+        seen.insert(ip);
     }
-    assert!(p.isolation_groups() > keys);
+    eprintln!(
+        "isolation: {} keys on {} distinct circuits, leaving by exits {seen:?}",
+        keys + 1,
+        circuits.len()
+    );
+    // which exit each circuit picks is arti's choice (weighted random; a guard that is also an
+    // exit excludes itself): informative only
+    if seen != exits {
+        eprintln!("isolation: the {keys} circuits all chose exit(s) {seen:?} of {exits:?}");
+    }
+    assert!(p.isolation_groups() as u64 > keys);
 
     // 3. UDP is refused with a clear message
     let e = p

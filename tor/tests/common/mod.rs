@@ -15,7 +15,10 @@
 //!   exits from the microdescriptor port summary, which lists only ports open to the whole IPv4
 //!   space). Exit DNS goes to [`DnsServer`] only.
 //! * Needs root (namespaces); [`TorNet::start`] skips with a message without root or `tor`.
-//! * Exits get no Guard flag, so a client's guard is never its only usable exit.
+//! * Exits get no Guard flag, so a client's guard is never its only usable exit; only the exits
+//!   get the Exit flag. The authorities read a bandwidth file that gives every relay the same
+//!   measured bandwidth: otherwise every consensus weight is 0 and arti's weighted choice of exit
+//!   is skewed (seen: 16 circuits in a row on one exit).
 //!
 //! Used by tor/tests/tor_net.rs and (through `#[path]`) by tui/tests/tor_net.rs.
 #![allow(dead_code)]
@@ -217,6 +220,11 @@ impl TorNet {
                 n.fingerprint
             );
         }
+        let exit_fps: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.name.starts_with("exit"))
+            .map(|n| format!("${}", n.fingerprint))
+            .collect();
         let guards: Vec<String> = nodes
             .iter()
             .filter(|n| !n.name.starts_with("exit"))
@@ -235,14 +243,27 @@ impl TorNet {
             svc: None,
             ready_after: Duration::ZERO,
         };
+        // measured bandwidths for every relay (equal): without them every consensus weight is 0
+        // and arti's weighted choice of exits is no longer an even one
+        let bwfile = dir.join("bandwidths");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut bw = format!("{now}\n");
+        for n in &nodes {
+            let _ = writeln!(bw, "node_id=${} bw=1000", n.fingerprint);
+        }
+        std::fs::write(&bwfile, bw).unwrap();
         for (i, n) in nodes.iter().enumerate() {
             let mut t = format!(
                 "TestingTorNetwork 1\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.25\n\
-                 TestingDirAuthVoteExit *\nTestingDirAuthVoteGuard {}\nTestingDirAuthVoteGuardIsStrict 1\n\
+                 TestingDirAuthVoteExit {}\nTestingDirAuthVoteGuard {}\nTestingDirAuthVoteGuardIsStrict 1\n\
                  TestingDirAuthVoteHSDir *\nTestingMinExitFlagThreshold 0\nV3AuthNIntervalsValid 2\n\
                  DataDirectory {}\nRunAsDaemon 0\n__OwningControllerProcess {me}\nNickname {}\n\
                  ContactInfo {}@test.invalid\nShutdownWaitLength 0\nLog notice file {}/notice.log\n\
                  SafeLogging 0\nSocksPort 0\nAddress 127.0.0.1\nORPort 127.0.0.1:{}\nDirPort 127.0.0.1:{}\n{}",
+                exit_fps.join(","),
                 guards.join(","),
                 n.dir.display(),
                 n.name,
@@ -255,8 +276,11 @@ impl TorNet {
             if n.name.starts_with("auth") {
                 t.push_str(
                     "AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nExitRelay 0\nExitPolicy reject *:*\n\
+                     V3BandwidthsFile BWFILE\n\
                      TestingV3AuthInitialVotingInterval 20\nTestingV3AuthInitialVoteDelay 4\n\
-                     TestingV3AuthInitialDistDelay 4\nV3AuthVotingInterval 20\nV3AuthVoteDelay 4\nV3AuthDistDelay 4\n",
+                     TestingV3AuthInitialDistDelay 4\nV3AuthVotingInterval 20\nV3AuthVoteDelay 4\nV3AuthDistDelay 4\n"
+                        .replace("BWFILE", &bwfile.display().to_string())
+                        .as_str(),
                 );
             } else if n.name.starts_with("exit") {
                 let _ = write!(
@@ -329,6 +353,20 @@ impl TorNet {
                     .unwrap_or(false)
             });
             if running >= 7 && exits >= 2 && all_boot {
+                // each relay's flags and consensus weight: path selection is weighted by it
+                let mut name = "";
+                let mut table = Vec::new();
+                let mut flags = "";
+                for l in cons.lines() {
+                    if let Some(r) = l.strip_prefix("r ") {
+                        name = r.split(' ').next().unwrap_or("");
+                    } else if let Some(f) = l.strip_prefix("s ") {
+                        flags = f;
+                    } else if let Some(w) = l.strip_prefix("w ") {
+                        table.push(format!("{name} [{flags}] {w}"));
+                    }
+                }
+                eprintln!("Tor test network consensus:\n  {}", table.join("\n  "));
                 return;
             }
             if t0.elapsed() > limit {
