@@ -917,9 +917,8 @@ impl Torrent {
                     g.fill_requests(k);
                 }
             }
-            if complete {
-                self.set_state(&mut g, TorrentState::Seeding);
-            }
+            // Seeding is announced by the flush loop once this last bitfield is on disk: a
+            // transfer reported complete is complete after a kill -9 too
             g.flush_out();
             drop(g);
             self.flush_notify.notify_one();
@@ -1191,6 +1190,15 @@ impl Torrent {
         }
     }
 
+    /// Downloading with every piece verified becomes Seeding; returns whether it is complete.
+    fn seeding_if_complete(&self, g: &mut Inner) -> bool {
+        let complete = g.picker.as_ref().is_some_and(|p| p.is_complete());
+        if complete && g.state == TorrentState::Downloading {
+            self.set_state(g, TorrentState::Seeding);
+        }
+        complete
+    }
+
     async fn flush_loop(self: Arc<Self>, token: CancellationToken) {
         let interval = self.shared.config.flush_interval;
         loop {
@@ -1206,6 +1214,7 @@ impl Torrent {
             let job = {
                 let mut g = self.lock();
                 if !g.bits_dirty {
+                    self.seeding_if_complete(&mut g);
                     continue;
                 }
                 g.bits_dirty = false;
@@ -1240,9 +1249,17 @@ impl Torrent {
                 }
                 Err(e) => warn!("flush task failed: {e}"),
             }
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            // complete (and persisted, unless persisting failed: then the data is still complete
+            // and verified, and the failure was logged): say so now
+            let complete = {
+                let mut g = self.lock();
+                self.seeding_if_complete(&mut g)
+            };
+            if !complete {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
             }
             if self.lock().bits_dirty {
                 self.flush_notify.notify_one();

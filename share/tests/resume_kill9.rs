@@ -135,6 +135,8 @@ async fn kill9_child() {
     });
     h.wait_complete().await.unwrap();
     println!("DONE downloaded={}", h.status().downloaded);
+    // stay alive: the parent ends this process with SIGKILL right after DONE
+    tokio::time::sleep(Duration::from_secs(60)).await;
 }
 
 fn parse(line: &str, key: &str) -> Option<u64> {
@@ -270,6 +272,12 @@ async fn resume_after_kill9() {
     .await
     .expect("resumed download did not finish")
     .unwrap();
+    // SIGKILL the moment completion is reported: what was reported complete must stay complete
+    let st = Command::new("kill")
+        .args(["-9", &g2.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
     drop(g2);
     eprintln!("restart: have={start_have} downloaded={downloaded} (killed with have={have1} unpersisted={unpersisted} in_flight={in_flight})");
     assert!(same_file(
@@ -291,4 +299,33 @@ async fn resume_after_kill9() {
         "re-downloaded {downloaded} bytes for {missing} missing"
     );
     assert!(start_have > 0, "nothing was persisted before the kill");
+
+    // run 3: killed right after it reported completion, it starts complete and downloads nothing
+    let mut g3 = child(());
+    let out = g3.child.stdout.take().unwrap();
+    let (start3, downloaded3) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            let mut start = None;
+            for line in BufReader::new(out).lines() {
+                let line = line.unwrap();
+                if let Some(i) = line.find("START ") {
+                    start = parse(&line[i..], "have");
+                }
+                if line.starts_with("DONE") {
+                    return (start.unwrap(), parse(&line, "downloaded").unwrap());
+                }
+            }
+            panic!("child exited without finishing");
+        }),
+    )
+    .await
+    .expect("third run did not finish")
+    .unwrap();
+    drop(g3);
+    assert_eq!(
+        (start3, downloaded3),
+        (SIZE as u64, 0),
+        "reported complete, then killed: the restart must find it complete"
+    );
 }

@@ -257,7 +257,7 @@ impl Drop for KillPid {
 }
 
 #[test]
-fn open_with_no_node_running_starts_one_and_the_transfer_completes() {
+fn open_starts_a_node_whose_transfer_completes_and_survives_kill_9_restarts() {
     let have_lt = Command::new("/usr/bin/python3")
         .args(["-c", "import libtorrent"])
         .status()
@@ -381,6 +381,98 @@ fn open_with_no_node_running_starts_one_and_the_transfer_completes() {
         "the transfer did not complete in the node that `open` started"
     );
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
+
+    // The node keeps what was added to it. Kill it (-9) and the seeder, start `warren node` again
+    // on the same data directory: the transfer comes back complete from its resume database,
+    // with nobody left to download from. Then pause (kept over the next restart) and remove
+    // (gone after the next one).
+    drop(_node);
+    drop(_seeder);
+    let restart = |n: u32| -> Proc {
+        let _ = std::fs::remove_file(&socket);
+        let log = std::fs::File::create(dir.path().join(format!("client-node-{n}.log"))).unwrap();
+        let mut c = warren();
+        with_globals(&mut c);
+        let p = Proc(
+            c.arg("node")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let t0 = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the restarted node serves no socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    };
+    let transfers = || -> Vec<serde_json::Value> {
+        let mut st = warren();
+        with_globals(&mut st);
+        let o = st.args(["status", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        v["transfers"].as_array().cloned().unwrap_or_default()
+    };
+    let wait_state = |want: &str| -> Vec<serde_json::Value> {
+        let t0 = Instant::now();
+        loop {
+            let t = transfers();
+            if t.len() == 1 && t[0]["state"] == want {
+                return t;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "after the restart: want one transfer {want}, have {t:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let control = |line: String| -> String {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply).unwrap();
+        reply
+    };
+
+    let node = restart(1);
+    let t = wait_state("seeding");
+    assert_eq!(t[0]["done"], t[0]["size"], "{t:?}");
+    let log = std::fs::read_to_string(dir.path().join("client-node-1.log")).unwrap();
+    assert!(log.contains("resumed 1 transfer(s)"), "{log}");
+    let id = t[0]["id"].as_u64().unwrap();
+    let reply = control(format!(r#"{{"id":1,"cmd":"pause","transfer":{id}}}"#));
+    assert!(!reply.contains("error"), "{reply}");
+    wait_state("paused");
+    let pid = node.0.id().to_string();
+    let _ = Command::new("kill").args(["-9", &pid]).status();
+    drop(node);
+
+    let node = restart(2);
+    let t = wait_state("paused");
+    let id = t[0]["id"].as_u64().unwrap();
+    let reply = control(format!(r#"{{"id":2,"cmd":"remove","transfer":{id}}}"#));
+    assert!(!reply.contains("error"), "{reply}");
+    let _ = Command::new("kill")
+        .args(["-9", &node.0.id().to_string()])
+        .status();
+    drop(node);
+
+    let _node = restart(3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(transfers().is_empty(), "a removed transfer came back");
+    assert_eq!(
+        std::fs::read(dl.join("payload.bin")).unwrap(),
+        data,
+        "the data is untouched by restarts (remove without delete_data keeps it)"
+    );
 }
 
 #[test]

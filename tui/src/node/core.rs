@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use super::connector::{Clients, OverlayConnector};
 use super::hidden::{HiddenPeers, HiddenSeed};
+use super::saved::{SavedTransfer, SavedTransfers};
 use crate::control::{ApiError, NodeApi};
 use crate::status::{
     CircuitPurpose, CircuitState, CircuitStatus, LogEntry, LogLevel, NetworkStatus, StatusSnapshot,
@@ -67,6 +68,8 @@ pub struct NodeCore {
     flows: Mutex<Option<FlowProbe>>,
     shutdown: Arc<Notify>,
     hidden: HiddenPeers,
+    /// Where a `warren node` keeps the transfers added to it (None: nothing is kept).
+    saved: Option<SavedTransfers>,
 }
 
 fn api(e: impl std::fmt::Display) -> ApiError {
@@ -103,6 +106,61 @@ impl NodeCore {
             flows: Mutex::new(None),
             shutdown: Arc::new(Notify::new()),
             hidden: HiddenPeers::default(),
+            saved: None,
+        }
+    }
+
+    /// Keeps the transfers added through the control socket in `<data-dir>/transfers`, so that
+    /// [`NodeCore::restore_saved`] brings them back after a restart (`warren node`).
+    pub fn with_saved_transfers(mut self) -> Self {
+        self.saved = Some(SavedTransfers::new(self.data_dir.join("transfers")));
+        self
+    }
+
+    /// Re-adds every saved transfer (paused ones stay paused); their resume databases hold what
+    /// was already verified. Returns how many came back; a record that cannot be read or added is
+    /// reported on the Log tab and kept on disk.
+    pub async fn restore_saved(&self) -> usize {
+        let Some(saved) = self.saved.clone() else {
+            return 0;
+        };
+        let mut n = 0;
+        for rec in saved.load_all() {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.warn("node", format!("not restored: {e}"));
+                    continue;
+                }
+            };
+            match self
+                .add_magnet(&rec.magnet, Some(rec.dir.clone()), Some(rec.hops))
+                .await
+            {
+                Ok((id, h)) => {
+                    n += 1;
+                    if rec.paused {
+                        let _ = self.with(id, |t| t.session.pause(&h.info_hash()).map_err(api));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(magnet = %rec.magnet, "saved transfer not restored: {e}");
+                    self.warn("node", format!("saved transfer not restored: {e}"));
+                }
+            }
+        }
+        n
+    }
+
+    /// Applies `f` to the saved record of transfer `id` (if this node keeps records).
+    fn update_saved(&self, id: TransferId, f: impl FnOnce(&mut SavedTransfer)) {
+        let Some(saved) = &self.saved else { return };
+        let Ok(ih) = self.with(id, |t| Ok(t.handle.info_hash().to_string())) else {
+            return;
+        };
+        if let Err(e) = saved.update(&ih, f) {
+            self.warn("node", e.to_string());
         }
     }
 
@@ -408,15 +466,35 @@ impl NodeApi for NodeCore {
         dir: Option<PathBuf>,
         hops: Option<u8>,
     ) -> Result<TransferId, ApiError> {
-        self.add_magnet(&magnet, dir, hops).await.map(|(id, _)| id)
+        let (id, handle) = self.add_magnet(&magnet, dir, hops).await?;
+        if let Some(saved) = &self.saved {
+            let rec = SavedTransfer {
+                magnet,
+                dir: self.transfer_dir(id).unwrap_or_default(),
+                hops: self.with(id, |t| Ok(t.hops.load(Ordering::Relaxed)))?,
+                paused: false,
+            };
+            // the transfer runs either way; not keeping it is worth a warning, not a refusal
+            if let Err(e) = saved.save(&handle.info_hash().to_string(), &rec) {
+                self.warn(
+                    "node",
+                    format!("transfer {id} will not survive a restart: {e}"),
+                );
+            }
+        }
+        Ok(id)
     }
 
     async fn pause(&self, id: TransferId) -> Result<(), ApiError> {
-        self.with(id, |t| t.session.pause(&t.handle.info_hash()).map_err(api))
+        self.with(id, |t| t.session.pause(&t.handle.info_hash()).map_err(api))?;
+        self.update_saved(id, |r| r.paused = true);
+        Ok(())
     }
 
     async fn resume(&self, id: TransferId) -> Result<(), ApiError> {
-        self.with(id, |t| t.session.resume(&t.handle.info_hash()).map_err(api))
+        self.with(id, |t| t.session.resume(&t.handle.info_hash()).map_err(api))?;
+        self.update_saved(id, |r| r.paused = false);
+        Ok(())
     }
 
     async fn remove(&self, id: TransferId, delete_data: bool) -> Result<(), ApiError> {
@@ -427,6 +505,11 @@ impl NodeApi for NodeCore {
             .remove(&id)
             .ok_or_else(|| api(format!("no transfer {id}")))?;
         let ih = t.handle.info_hash();
+        if let Some(saved) = &self.saved {
+            if let Err(e) = saved.remove(&ih.to_string()) {
+                self.warn("node", e.to_string());
+            }
+        }
         let files = t.handle.status().name;
         t.session.remove(&ih).map_err(api)?;
         t.stop();
@@ -461,6 +544,7 @@ impl NodeApi for NodeCore {
             t.hops.store(hops, Ordering::Relaxed);
             Ok(())
         })?;
+        self.update_saved(id, |r| r.hops = hops);
         self.warn(
             "node",
             format!("transfer {id}: new connections use {hops}-hop circuits"),

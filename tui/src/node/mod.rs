@@ -10,6 +10,7 @@ pub mod core;
 pub mod demo;
 pub mod hidden;
 pub mod run;
+pub mod saved;
 pub mod via;
 
 pub use self::core::NodeCore;

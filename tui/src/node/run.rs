@@ -394,10 +394,18 @@ pub async fn node(
             }
         }
     }
-    let core = Arc::new(core_for(cfg, directory, node.id().short())?);
+    let core = Arc::new(core_for(cfg, directory, node.id().short())?.with_saved_transfers());
     spawn_directory_refresh(cfg, core.clone(), Some(node.clone()));
     if dht {
         spawn_dht_upkeep(node.clone(), core.clone(), cache);
+    }
+    // the transfers added to this node before it stopped (or was killed)
+    let restored = core.restore_saved().await;
+    if restored > 0 {
+        writeln!(
+            out,
+            "resumed {restored} transfer(s) of the last run (verified pieces kept)"
+        )?;
     }
     serve_socket(cfg, core.clone(), out);
     out.flush()?;
