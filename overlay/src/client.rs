@@ -24,7 +24,7 @@ use tokio_util::sync::PollSender;
 use tracing::{debug, warn};
 
 use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX, WIRE_CELL};
-use crate::circuit::client::{choose_path, ClientCrypto};
+use crate::circuit::client::{choose_path_with, ClientCrypto};
 use crate::descriptor::{unix_now, Descriptor};
 use crate::handshake::{HopInitiator, HTYPE_NK};
 use crate::hs::{ClientIntro, HsMessage};
@@ -47,6 +47,9 @@ pub struct ClientConfig {
     pub stream_timeout: Duration,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
+    /// Entry guards for the first hop of 2- and 3-hop circuits (shared by the clones of this
+    /// config); None picks every first hop at random.
+    pub guards: Option<crate::guards::Guards>,
 }
 
 impl Default for ClientConfig {
@@ -58,6 +61,7 @@ impl Default for ClientConfig {
             stream_timeout: Duration::from_secs(15),
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
+            guards: Some(crate::guards::Guards::default()),
         }
     }
 }
@@ -992,14 +996,24 @@ pub async fn build_circuit(
     path: Vec<Descriptor>,
     cfg: &ClientConfig,
 ) -> Result<Arc<ClientCirc>, ProviderError> {
+    build_circuit_reporting(id, path, cfg, |_| {}).await
+}
+
+/// [`build_circuit`], telling `first_hop` whether the link to the first hop opened.
+async fn build_circuit_reporting(
+    id: u64,
+    path: Vec<Descriptor>,
+    cfg: &ClientConfig,
+    first_hop: impl FnOnce(bool),
+) -> Result<Arc<ClientCirc>, ProviderError> {
     let first = path
         .first()
         .ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?
         .clone();
     let link_key = Identity::generate().x25519_secret_bytes();
-    let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr)
-        .await
-        .map_err(ProviderError::NoCircuit)?;
+    let dialed = dial_link(&link_key, &first.x25519, first.addr).await;
+    first_hop(dialed.is_ok());
+    let (sock, cipher) = dialed.map_err(ProviderError::NoCircuit)?;
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let circ = Arc::new(ClientCirc {
         id,
@@ -1208,7 +1222,6 @@ impl Client {
         last: &Descriptor,
         hops: usize,
     ) -> Result<Arc<ClientCirc>, ProviderError> {
-        use rand::seq::SliceRandom;
         if !(1..=3).contains(&hops) {
             return Err(ProviderError::NoCircuit(format!(
                 "hop count must be 1, 2 or 3, not {hops}"
@@ -1216,40 +1229,56 @@ impl Client {
         }
         last.verify(crate::descriptor::unix_now())
             .map_err(|e| ProviderError::NoCircuit(format!("last hop's descriptor: {e}")))?;
-        let mut path: Vec<Descriptor> = {
-            let dir = lock(&self.inner.directory);
-            let mut relays: Vec<Descriptor> = dir
-                .iter()
-                .filter(|d| d.is_relay() && d.id != last.id)
-                .cloned()
-                .collect();
-            relays.shuffle(&mut rand::thread_rng());
-            relays.dedup_by_key(|d| d.id);
-            if relays.len() < hops - 1 {
-                return Err(ProviderError::NoCircuit(format!(
-                    "only {} relays besides the last hop",
-                    relays.len()
-                )));
-            }
-            relays.truncate(hops - 1);
-            relays
-        };
-        path.push(last.clone());
+        let path = self.choose(hops, Some(last))?;
         self.build_tracked(path).await
     }
 
     pub async fn build_circuit(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
-        let path = {
-            let dir = lock(&self.inner.directory);
-            choose_path(&dir, hops).map_err(|e| ProviderError::NoCircuit(e.to_string()))?
-        };
+        let path = self.choose(hops, None)?;
         self.build_tracked(path).await
+    }
+
+    /// A path from the directory: guard first (2-3 hops), random relays, `last` or an exit.
+    fn choose(
+        &self,
+        hops: usize,
+        last: Option<&Descriptor>,
+    ) -> Result<Vec<Descriptor>, ProviderError> {
+        let dir = lock(&self.inner.directory);
+        let guards = self.inner.cfg.guards.as_ref();
+        choose_path_with(&dir, hops, last, |d, exclude| {
+            guards.and_then(|g| g.pick(d, exclude, unix_now()))
+        })
+        .map_err(|e| ProviderError::NoCircuit(e.to_string()))
+    }
+
+    /// The entry guards in order of preference (empty without guards).
+    pub fn guards(&self) -> Vec<crate::identity::NodeId> {
+        self.inner
+            .cfg
+            .guards
+            .as_ref()
+            .map(|g| g.ids())
+            .unwrap_or_default()
     }
 
     /// Builds a circuit along `path` and lists it for the dashboard.
     async fn build_tracked(&self, path: Vec<Descriptor>) -> Result<Arc<ClientCirc>, ProviderError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let c = build_circuit(id, path, &self.inner.cfg).await?;
+        // a guard that does not answer is skipped for a while (only guards: other first hops
+        // of 1-hop circuits are exits and DHT nodes, tracked by nobody)
+        let first = path.first().map(|d| d.id);
+        let guards = self.inner.cfg.guards.clone();
+        let report = move |ok: bool| {
+            if let (Some(g), Some(id)) = (guards, first) {
+                if ok {
+                    g.succeeded(&id);
+                } else {
+                    g.failed(&id, unix_now());
+                }
+            }
+        };
+        let c = build_circuit_reporting(id, path, &self.inner.cfg, report).await?;
         let mut all = lock(&self.inner.all);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&c));

@@ -9,6 +9,7 @@ pub mod descriptor;
 pub mod dht;
 pub mod dht_client;
 pub mod exit;
+pub mod guards;
 pub mod handshake;
 pub mod hidden;
 pub mod hs;
@@ -23,6 +24,7 @@ pub mod testnet;
 
 pub use client::{CircuitInfo, Client, ClientCirc, ClientConfig};
 pub use descriptor::Descriptor;
+pub use guards::{GuardConfig, Guards};
 pub use identity::{Identity, NodeId};
 pub use node::{Node, NodeConfig, NodeStatus};
 pub use provider::{

@@ -196,6 +196,58 @@ async fn relay_killed_mid_stream_errors_and_next_request_gets_fresh_circuit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuits_enter_through_one_guard_and_move_on_when_it_dies() {
+    init_logs();
+    tokio::time::timeout(LIMIT, async {
+        let net = Testnet::builder().relays(6).exits(1).build().await.unwrap();
+        let tcp = tcp_echo().await;
+        let cfg = ClientConfig {
+            hops: 3,
+            pool_size: 0,
+            ..Default::default()
+        };
+        let client = net.client(cfg.clone());
+        // a 2-hop client made from the same config shares the guard list
+        let two = net.client(ClientConfig {
+            hops: 2,
+            ..cfg.clone()
+        });
+        let mut firsts = std::collections::HashSet::new();
+        let mut middles = std::collections::HashSet::new();
+        for k in 0..12 {
+            let c = client.circuit_for(IsolationKey(100 + k)).await.unwrap();
+            firsts.insert(c.hops()[0].id);
+            middles.insert(c.hops()[1].id);
+            let c2 = two.circuit_for(IsolationKey(200 + k)).await.unwrap();
+            firsts.insert(c2.hops()[0].id);
+        }
+        assert_eq!(firsts.len(), 1, "every circuit enters through the guard");
+        assert!(middles.len() > 1, "middle hops are still random");
+        let guard = *firsts.iter().next().unwrap();
+        assert!(client.guards().contains(&guard));
+        echo_roundtrip(&client, tcp, 100, 10_000).await.unwrap();
+
+        // the guard dies: the next build fails at its link, marks it down and enters elsewhere
+        net.kill(net.index_of(guard).unwrap());
+        let c = client.build_with_retries(3).await.unwrap();
+        let g2 = c.hops()[0].id;
+        assert_ne!(g2, guard);
+        assert!(client.guards().contains(&g2));
+        for k in 0..5 {
+            let c = client.circuit_for(IsolationKey(300 + k)).await.unwrap();
+            assert_eq!(
+                c.hops()[0].id,
+                g2,
+                "the second guard serves while the first is down"
+            );
+        }
+        echo_roundtrip(&client, tcp, 300, 10_000).await.unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_cell_destroys_circuit_and_node_keeps_running() {
     init_logs();
     tokio::time::timeout(LIMIT, async {

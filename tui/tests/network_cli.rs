@@ -382,6 +382,18 @@ fn open_starts_a_node_whose_transfer_completes_and_survives_kill_9_restarts() {
     );
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
 
+    // its circuits entered through an entry guard, kept in the data directory: one of the relays
+    let guards = std::fs::read_to_string(client_dir.join("guards")).unwrap_or_default();
+    let guard_ids: Vec<&str> = guards
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        !guard_ids.is_empty() && guard_ids.iter().all(|g| g.len() == 64),
+        "no entry guard saved: {guards:?}"
+    );
+
     // The node keeps what was added to it. Kill it (-9) and the seeder, start `warren node` again
     // on the same data directory: the transfer comes back complete from its resume database,
     // with nobody left to download from. Then pause (kept over the next restart) and remove
@@ -590,9 +602,10 @@ fn seed_shows_its_dashboard_and_a_get_finds_it_through_the_dht() {
         content.display()
     );
     let t = common::tmux::Tmux::start(&cmd, 100, 30);
-    let screen = t.wait_for("talk.bin", Duration::from_secs(60));
+    // (not "talk.bin": the "hashing .../talk.bin" line before the dashboard has it too)
+    let screen = t.wait_for("seeding", Duration::from_secs(60));
     assert!(
-        screen.iter().any(|l| l.contains("seeding")),
+        screen.iter().any(|l| l.contains("talk.bin")),
         "{}",
         screen.join("\n")
     );

@@ -4,6 +4,7 @@ use rand::seq::SliceRandom;
 
 use crate::cell::{self, CellBuf, CellError};
 use crate::descriptor::Descriptor;
+use crate::identity::NodeId;
 use crate::relay_crypto::{client_open, client_seal, HopKeys};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,6 +69,19 @@ impl ClientCrypto {
 
 /// Chooses `hops` distinct nodes from verified descriptors: the last one an exit, the others relays.
 pub fn choose_path(directory: &[Descriptor], hops: usize) -> Result<Vec<Descriptor>, CircuitError> {
+    choose_path_with(directory, hops, None, |_, _| None)
+}
+
+/// Chooses a path of `hops` distinct nodes ending at `last` (or at a random exit when None). On
+/// circuits of 2 or 3 hops the first hop comes from `guard(directory, exclude)` (an entry guard,
+/// never one of `exclude`: the circuit's last hop), the rest are random relays; when `guard`
+/// gives nothing the first hop is random too.
+pub fn choose_path_with(
+    directory: &[Descriptor],
+    hops: usize,
+    last: Option<&Descriptor>,
+    guard: impl FnOnce(&[Descriptor], &[NodeId]) -> Option<Descriptor>,
+) -> Result<Vec<Descriptor>, CircuitError> {
     if !(1..=3).contains(&hops) {
         return Err(CircuitError::Path {
             hops,
@@ -75,25 +89,45 @@ pub fn choose_path(directory: &[Descriptor], hops: usize) -> Result<Vec<Descript
         });
     }
     let mut rng = rand::thread_rng();
-    let exits: Vec<&Descriptor> = directory.iter().filter(|d| d.is_exit()).collect();
-    let exit = *exits.choose(&mut rng).ok_or_else(|| CircuitError::Path {
-        hops,
-        why: "no exit in the directory".into(),
-    })?;
+    let last = match last {
+        Some(l) => l,
+        None => {
+            let exits: Vec<&Descriptor> = directory.iter().filter(|d| d.is_exit()).collect();
+            *exits.choose(&mut rng).ok_or_else(|| CircuitError::Path {
+                hops,
+                why: "no exit in the directory".into(),
+            })?
+        }
+    };
+    let first = if hops > 1 {
+        guard(directory, &[last.id]).filter(|g| g.id != last.id)
+    } else {
+        None
+    };
     let mut relays: Vec<&Descriptor> = directory
         .iter()
-        .filter(|d| d.is_relay() && d.id != exit.id)
+        .filter(|d| d.is_relay() && d.id != last.id && first.as_ref().is_none_or(|f| f.id != d.id))
         .collect();
     relays.shuffle(&mut rng);
     relays.dedup_by_key(|d| d.id);
-    if relays.len() < hops - 1 {
+    let middles = hops - 1 - usize::from(first.is_some());
+    if relays.len() < middles {
         return Err(CircuitError::Path {
             hops,
-            why: format!("only {} relays besides the exit", relays.len()),
+            why: format!(
+                "only {} relays besides the {}",
+                relays.len() + usize::from(first.is_some()),
+                if first.is_some() {
+                    "last hop (guard included)"
+                } else {
+                    "last hop"
+                }
+            ),
         });
     }
-    let mut path: Vec<Descriptor> = relays[..hops - 1].iter().map(|d| (*d).clone()).collect();
-    path.push(exit.clone());
+    let mut path: Vec<Descriptor> = first.into_iter().collect();
+    path.extend(relays[..middles].iter().map(|d| (*d).clone()));
+    path.push(last.clone());
     Ok(path)
 }
 
@@ -130,6 +164,29 @@ mod tests {
             }
         }
         assert!(choose_path(&dir, 4).is_err());
+        // with a guard: it is the first hop of every 2- and 3-hop path, never the last hop, and
+        // a 1-hop path has none
+        let g = dir[0].clone();
+        for hops in 1..=3 {
+            for _ in 0..20 {
+                let p = choose_path_with(&dir, hops, None, |_, _| Some(g.clone())).unwrap();
+                assert_eq!(p.len(), hops);
+                assert_eq!(p.iter().map(|d| d.id).collect::<HashSet<_>>().len(), hops);
+                if hops > 1 {
+                    assert_eq!(p[0].id, g.id);
+                } else {
+                    assert!(p[0].is_exit());
+                }
+            }
+        }
+        // a given last hop (a DHT node): the guard is not offered as itself
+        let last = dir[1].clone();
+        let p = choose_path_with(&dir, 3, Some(&last), |_, ex| {
+            assert_eq!(ex, &[last.id]);
+            Some(g.clone())
+        })
+        .unwrap();
+        assert_eq!((p[0].id, p[2].id), (g.id, last.id));
         assert!(choose_path(&dir[..1], 2).is_err());
     }
 }

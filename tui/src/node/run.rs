@@ -241,8 +241,22 @@ fn data_dir(cfg: &Config) -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no data directory: set --data-dir or XDG_DATA_HOME"))
 }
 
+/// Circuit settings: entry guards kept in `<data-dir>/guards` (in memory without a data dir).
+fn client_config(cfg: &Config) -> Result<overlay::ClientConfig> {
+    let mut c = overlay::ClientConfig::default();
+    if let Some(data) = &cfg.data_dir {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create {}", data.display()))?;
+        let file = data.join("guards");
+        let guards = overlay::Guards::load(&file, overlay::GuardConfig::default())
+            .map_err(|e| anyhow!("{e} (delete the file to choose new entry guards)"))?;
+        c.guards = Some(guards);
+    }
+    Ok(c)
+}
+
 fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result<NodeCore> {
-    let mut clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let mut clients = Clients::new(client_config(cfg)?, directory);
     clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
     let data = data_dir(cfg)?;
     let download = cfg
@@ -674,7 +688,7 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
     }
     // warren's own links carry the mark that lets them bypass the tunnel
     overlay::node::set_link_socket_mark(Some(::tunnel::system::FWMARK));
-    let mut clients = Clients::new(overlay::ClientConfig::default(), directory);
+    let mut clients = Clients::new(client_config(cfg)?, directory);
     clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
     let provider = clients.exit_provider(hops.unwrap_or(cfg.hops)).clone();
     let sys = ::tunnel::system::SystemTunnel::up(
