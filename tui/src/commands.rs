@@ -351,12 +351,13 @@ pub fn status_text(s: &StatusSnapshot) -> String {
         }
     ));
     o.push_str(&format!(
-        "circuits {} ({} open)  tunnel flows {}\n",
+        "circuits {} ({} open)  entry guard {}  tunnel flows {}\n",
         s.circuits.len(),
         s.circuits
             .iter()
             .filter(|c| c.state == crate::status::CircuitState::Open)
             .count(),
+        n.guards.first().map(String::as_str).unwrap_or("-"),
         s.flows.len()
     ));
     if s.transfers.is_empty() {

@@ -220,6 +220,8 @@ pub struct NetworkStatus {
     pub up_rate: u64,
     pub relay_rate: u64,
     pub exit_rate: u64,
+    /// This node's entry guards (short ids), the one in use first.
+    pub guards: Vec<String>,
 }
 
 /// Severity of a log entry shown on the Log tab.

@@ -135,6 +135,7 @@ fn fixture() -> StatusSnapshot {
             up_rate: 362_428,
             relay_rate: 2_097_152,
             exit_rate: 65_536,
+            guards: vec!["7c6b5a49".into(), "a1b2c3d4".into()],
         },
         log: vec![
             LogEntry {
@@ -452,7 +453,7 @@ fn network_80x24() {
         &[
             " warren  1 Transfers │ 2 Circuits │ 3 Tunnel │ 4 Network │ 5 Log",
             " Node 3f9a2c71  Up 1h02m  Links 2  DHT nodes 42",
-            " Relayed 5.0 GiB  Exit 117.7 MiB",
+            " Relayed 5.0 GiB  Exit 117.7 MiB  Guard 7c6b5a49 (+1 spare)",
             " Down                                                                       ▁▃▅█",
             " 1.2 MiB/s                                                              ▁▃▅▇████",
             " Up                                                                          ▂▄█",
@@ -487,7 +488,7 @@ fn network_120x30() {
         &[
             " warren  1 Transfers │ 2 Circuits │ 3 Tunnel │ 4 Network │ 5 Log",
             " Node 3f9a2c71  Up 1h02m  Links 2  DHT nodes 42",
-            " Relayed 5.0 GiB  Exit 117.7 MiB",
+            " Relayed 5.0 GiB  Exit 117.7 MiB  Guard 7c6b5a49 (+1 spare)",
             " Down                                                                                                               ▁▃▅█",
             " 1.2 MiB/s                                                                                                      ▁▃▅▇████",
             " Up                                                                                                                  ▂▄█",

@@ -351,6 +351,13 @@ fn draw_network(frame: &mut Frame, app: &App, area: Rect) {
         traffic.push(Span::styled("  Exit ", HEADER));
         traffic.push(Span::raw("off"));
     }
+    // the entry guard every 2- and 3-hop circuit of this node starts at
+    traffic.push(Span::styled("  Guard ", HEADER));
+    traffic.push(Span::raw(match n.guards.as_slice() {
+        [] => "-".to_string(),
+        [g] => g.clone(),
+        [g, rest @ ..] => format!("{g} (+{} spare)", rest.len()),
+    }));
     summary.push(Line::from(traffic));
 
     let mut sparks: Vec<(&str, u64, &std::collections::VecDeque<u64>, Color)> = vec![

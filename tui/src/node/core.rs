@@ -407,6 +407,14 @@ impl NodeCore {
         let mut network = NetworkStatus {
             down_rate: transfers.iter().map(|t| t.down_rate).sum(),
             up_rate: transfers.iter().map(|t| t.up_rate).sum(),
+            // the 1-, 2- and 3-hop clients share one guard list
+            guards: self
+                .clients
+                .get(3)
+                .guards()
+                .iter()
+                .map(|g| g.short())
+                .collect(),
             ..Default::default()
         };
         if let Some(probe) = &self.network {
