@@ -10,9 +10,11 @@
 //! seed is printed (set CHAOS_SEED to replay one).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::procs::{spawn_logged, wait_file, warren};
 use overlay::testnet::Testnet;
 use share::session::SessionConfig;
 use warren::node::connector::Clients;
@@ -251,41 +253,6 @@ async fn five_downloads_complete_while_relays_and_points_die_and_return() {
 }
 
 // ---- 2. kill -9 of a real `warren get` ----
-
-/// A child process killed (SIGKILL) by PID when dropped.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn warren() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warren"))
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn spawn_logged(mut c: Command, log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    Proc(
-        c.stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap(),
-    )
-}
 
 #[test]
 fn warren_get_killed_twenty_times_at_random_completes_byte_identical() {

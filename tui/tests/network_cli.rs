@@ -3,22 +3,12 @@
 //! descriptor files. Everything is killed by PID when the test ends, pass or fail.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn warren() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warren"))
-}
+use common::procs::{wait_file, warren, KillPid, Proc};
 
 fn spawn_node(dir: &Path, name: &str, exit: bool) -> (Proc, PathBuf) {
     spawn_node_with(dir, name, exit, false)
@@ -53,17 +43,6 @@ fn spawn_node_with(dir: &Path, name: &str, exit: bool, dht: bool) -> (Proc, Path
             .unwrap(),
     );
     (p, d.join("data").join("descriptor"))
-}
-
-fn wait_file(p: &Path, timeout: Duration) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 const LT_SEED: &str = r#"
@@ -247,15 +226,6 @@ fn warren_get_refuses_a_malformed_magnet_and_a_missing_overlay() {
 }
 
 /// Kills a process this test caused to start (by the pid it printed), when dropped.
-struct KillPid(Option<i32>);
-impl Drop for KillPid {
-    fn drop(&mut self) {
-        if let Some(p) = self.0 {
-            let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
-        }
-    }
-}
-
 #[test]
 fn open_starts_a_node_whose_transfer_completes_and_survives_kill_9_restarts() {
     let have_lt = Command::new("/usr/bin/python3")

@@ -1,6 +1,7 @@
 //! Shared test helpers: a fake node and a control-socket server for it.
 #![allow(dead_code)]
 
+pub mod procs;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};
