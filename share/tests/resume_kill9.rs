@@ -145,6 +145,30 @@ fn parse(line: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Reads a child's output until DONE (bounded): (have at START, bytes downloaded).
+async fn until_done(out: std::process::ChildStdout, what: &str) -> (u64, u64) {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            let mut start = None;
+            for line in BufReader::new(out).lines() {
+                let line = line.unwrap();
+                // libtest prints "test kill9_child ... " before the test's own output
+                if let Some(i) = line.find("START ") {
+                    start = parse(&line[i..], "have");
+                }
+                if line.starts_with("DONE") {
+                    return (start.unwrap(), parse(&line, "downloaded").unwrap());
+                }
+            }
+            panic!("child exited without finishing");
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not finish"))
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_after_kill9() {
     if std::env::var("WARREN_KILL9_SEED").is_ok() {
@@ -252,26 +276,7 @@ async fn resume_after_kill9() {
     // run 2: resume
     let mut g2 = child(());
     let out = g2.child.stdout.take().unwrap();
-    let (start_have, downloaded) = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let mut start = None;
-            for line in BufReader::new(out).lines() {
-                let line = line.unwrap();
-                // libtest prints "test kill9_child ... " before the test's own output
-                if let Some(i) = line.find("START ") {
-                    start = parse(&line[i..], "have");
-                }
-                if line.starts_with("DONE") {
-                    return (start.unwrap(), parse(&line, "downloaded").unwrap());
-                }
-            }
-            panic!("child exited without finishing");
-        }),
-    )
-    .await
-    .expect("resumed download did not finish")
-    .unwrap();
+    let (start_have, downloaded) = until_done(out, "resumed download").await;
     // SIGKILL the moment completion is reported: what was reported complete must stay complete
     let st = Command::new("kill")
         .args(["-9", &g2.pid().to_string()])
@@ -303,25 +308,7 @@ async fn resume_after_kill9() {
     // run 3: killed right after it reported completion, it starts complete and downloads nothing
     let mut g3 = child(());
     let out = g3.child.stdout.take().unwrap();
-    let (start3, downloaded3) = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || {
-            let mut start = None;
-            for line in BufReader::new(out).lines() {
-                let line = line.unwrap();
-                if let Some(i) = line.find("START ") {
-                    start = parse(&line[i..], "have");
-                }
-                if line.starts_with("DONE") {
-                    return (start.unwrap(), parse(&line, "downloaded").unwrap());
-                }
-            }
-            panic!("child exited without finishing");
-        }),
-    )
-    .await
-    .expect("third run did not finish")
-    .unwrap();
+    let (start3, downloaded3) = until_done(out, "third run").await;
     drop(g3);
     assert_eq!(
         (start3, downloaded3),

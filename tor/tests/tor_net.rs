@@ -18,20 +18,11 @@ use warren_tor::{TorCircuitInfo, TorConfig, TorProvider};
 
 /// Opens a stream through Tor to the test server; returns the exit address the server saw.
 async fn exit_seen(p: &TorProvider, server: SocketAddr, iso: IsolationKey) -> IpAddr {
-    let s = p
-        .connect(&Target::Addr(server), iso)
-        .await
-        .unwrap_or_else(|e| panic!("Tor stream to {server} (key {}): {e}", iso.0));
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
-        .await
-        .expect("server greeting in time")
-        .unwrap();
-    line.trim().parse().expect("server sends the peer address")
+    circuit_and_exit(p, server, iso).await.1
 }
 
-/// Like [`exit_seen`], also returning the Tor circuit arti put the stream on.
+/// A stream through Tor to the test server: the Tor circuit arti put it on, and the exit address
+/// the server saw.
 async fn circuit_and_exit(
     p: &TorProvider,
     server: SocketAddr,
