@@ -1269,8 +1269,10 @@ impl Client {
         // of 1-hop circuits are exits and DHT nodes, tracked by nobody)
         let first = path.first().map(|d| d.id);
         let guards = self.inner.cfg.guards.clone();
-        let report = move |ok: bool| {
-            if let (Some(g), Some(id)) = (guards, first) {
+        let linked = AtomicBool::new(false);
+        let report = |ok: bool| {
+            linked.store(ok, Ordering::Relaxed);
+            if let (Some(g), Some(id)) = (&guards, first) {
                 if ok {
                     g.succeeded(&id);
                 } else {
@@ -1278,7 +1280,12 @@ impl Client {
                 }
             }
         };
-        let c = build_circuit_reporting(id, path, &self.inner.cfg, report).await?;
+        let built = build_circuit_reporting(id, path, &self.inner.cfg, report).await;
+        // a guard that opens links but through which nothing gets built is put down too
+        if let (Some(g), Some(first), true) = (&guards, first, linked.load(Ordering::Relaxed)) {
+            g.built(&first, built.is_ok(), unix_now());
+        }
+        let c = built?;
         let mut all = lock(&self.inner.all);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&c));

@@ -13,7 +13,10 @@
 //! * When none qualifies, a random relay from the directory joins the end of the list (the list
 //!   holds at most [`MAX_GUARDS`]; beyond that the oldest guard that is not usable now leaves).
 //! * A guard whose link cannot be opened is down for a backoff (30 s, doubling, at most 10 min);
-//!   the next guard serves meanwhile, and the first one is used again once it answers.
+//!   the next guard serves meanwhile, and the first one is used again once it answers. So is a
+//!   guard through which [`BUILD_FAILURES_DOWN`] circuit builds in a row failed (it accepts links
+//!   but extends nowhere: overloaded, broken, or steering clients away from itself): a guard that
+//!   answers but carries nothing must not stall every circuit for its whole lifetime.
 //! * A guard is replaced after [`GuardConfig::lifetime`] (default 60 days), so that a client does
 //!   not stay forever with a guard chosen when the network was small.
 //! * 1-hop circuits have no guard: their only hop is the exit (or DHT node, introduction point)
@@ -36,6 +39,8 @@ pub const MAX_GUARDS: usize = 8;
 pub const RETRY_FIRST_SECS: u64 = 30;
 /// Longest backoff.
 pub const RETRY_MAX_SECS: u64 = 600;
+/// Circuit builds in a row that failed through a guard whose link opened before it is down.
+pub const BUILD_FAILURES_DOWN: u32 = 3;
 
 /// How guards are chosen and kept.
 #[derive(Clone, Debug)]
@@ -58,6 +63,8 @@ struct Guard {
     /// Unix seconds when it was chosen.
     added: u64,
     failures: u32,
+    /// Circuit builds through it that failed since the last one that worked.
+    build_failures: u32,
     /// Unix seconds until which it is not used.
     down_until: u64,
 }
@@ -142,6 +149,7 @@ impl GuardSet {
                     id: new,
                     added: now,
                     failures: 0,
+                    build_failures: 0,
                     down_until: 0,
                 });
                 changed = true;
@@ -168,6 +176,22 @@ impl GuardSet {
         if let Some(g) = self.guards.iter_mut().find(|g| g.id == *id) {
             g.failures = 0;
             g.down_until = 0;
+        }
+    }
+
+    /// A circuit through guard `id` was built (`ok`) or failed after its link opened.
+    pub fn built(&mut self, id: &NodeId, ok: bool, now: u64) {
+        let Some(g) = self.guards.iter_mut().find(|g| g.id == *id) else {
+            return;
+        };
+        if ok {
+            g.build_failures = 0;
+            return;
+        }
+        g.build_failures += 1;
+        if g.build_failures >= BUILD_FAILURES_DOWN {
+            g.build_failures = 0;
+            self.failed(id, now);
         }
     }
 
@@ -201,6 +225,7 @@ impl GuardSet {
                     id: NodeId(id),
                     added,
                     failures: 0,
+                    build_failures: 0,
                     down_until: 0,
                 });
             }
@@ -274,6 +299,10 @@ impl Guards {
 
     pub fn succeeded(&self, id: &NodeId) {
         self.with(|s| s.succeeded(id));
+    }
+
+    pub fn built(&self, id: &NodeId, ok: bool, now: u64) {
+        self.with(|s| s.built(id, ok, now));
     }
 
     /// The guards in order of preference.
@@ -366,6 +395,30 @@ mod tests {
         s.succeeded(&g1.id);
         assert_eq!(s.pick(&d, &[], 3000, &mut rng).unwrap().0.id, g1.id);
         assert_eq!(s.ids().len(), 2);
+    }
+
+    #[test]
+    fn a_guard_that_opens_links_but_builds_nothing_is_put_down() {
+        let d = dir(10);
+        let mut s = GuardSet::default();
+        let mut rng = rand::thread_rng();
+        let (g1, _) = s.pick(&d, &[], 1000, &mut rng).unwrap();
+        // failures elsewhere on the path, interleaved with successes, change nothing
+        for _ in 0..10 {
+            s.succeeded(&g1.id);
+            s.built(&g1.id, false, 1000);
+            s.built(&g1.id, false, 1000);
+            s.built(&g1.id, true, 1000);
+        }
+        assert_eq!(s.pick(&d, &[], 1000, &mut rng).unwrap().0.id, g1.id);
+        // three in a row (each link opened fine): down, the next guard serves
+        for _ in 0..BUILD_FAILURES_DOWN {
+            s.succeeded(&g1.id);
+            s.built(&g1.id, false, 1000);
+        }
+        let (g2, _) = s.pick(&d, &[], 1001, &mut rng).unwrap();
+        assert_ne!(g2.id, g1.id);
+        assert_eq!(s.pick(&d, &[], 1030, &mut rng).unwrap().0.id, g1.id);
     }
 
     #[test]
