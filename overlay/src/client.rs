@@ -1244,12 +1244,17 @@ impl Client {
         hops: usize,
         last: Option<&Descriptor>,
     ) -> Result<Vec<Descriptor>, ProviderError> {
-        let dir = lock(&self.inner.directory);
         let guards = self.inner.cfg.guards.as_ref();
-        choose_path_with(&dir, hops, last, |d, exclude| {
-            guards.and_then(|g| g.pick(d, exclude, unix_now()))
-        })
-        .map_err(|e| ProviderError::NoCircuit(e.to_string()))
+        let path = {
+            let dir = lock(&self.inner.directory);
+            choose_path_with(&dir, hops, last, |d, exclude| {
+                guards.and_then(|g| g.pick(d, exclude, unix_now()))
+            })
+        };
+        if let Some(g) = guards {
+            g.save_if_changed();
+        }
+        path.map_err(|e| ProviderError::NoCircuit(e.to_string()))
     }
 
     /// The entry guards in order of preference (empty without guards).

@@ -26,6 +26,7 @@
 //! new guards; down marks are not kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::seq::SliceRandom;
@@ -240,6 +241,8 @@ impl GuardSet {
 pub struct Guards {
     set: Arc<Mutex<GuardSet>>,
     file: Option<PathBuf>,
+    /// The list changed since it was last saved.
+    unsaved: Arc<AtomicBool>,
 }
 
 impl Default for Guards {
@@ -248,6 +251,7 @@ impl Default for Guards {
         Guards {
             set: Arc::new(Mutex::new(GuardSet::new(GuardConfig::default()))),
             file: None,
+            unsaved: Arc::new(AtomicBool::new(false)),
         }
     }
 }
@@ -268,6 +272,7 @@ impl Guards {
         Ok(Guards {
             set: Arc::new(Mutex::new(set)),
             file: Some(file.to_path_buf()),
+            unsaved: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -276,19 +281,18 @@ impl Guards {
         f(&mut g)
     }
 
-    /// See [`GuardSet::pick`]; saves the list when it changed.
+    /// See [`GuardSet::pick`]. A change is kept in memory until [`Guards::save_if_changed`] (the
+    /// caller may hold locks here that file I/O should not be done under).
     pub fn pick(
         &self,
         directory: &[Descriptor],
         exclude: &[NodeId],
         now: u64,
     ) -> Option<Descriptor> {
-        let (d, changed, text) = self.with(|s| {
-            let (d, changed) = s.pick(directory, exclude, now, &mut rand::thread_rng())?;
-            Some((d, changed, s.encode()))
-        })?;
+        let (d, changed) =
+            self.with(|s| s.pick(directory, exclude, now, &mut rand::thread_rng()))?;
         if changed {
-            self.save(&text);
+            self.unsaved.store(true, Ordering::Relaxed);
         }
         Some(d)
     }
@@ -310,8 +314,13 @@ impl Guards {
         self.with(|s| s.ids())
     }
 
-    fn save(&self, text: &str) {
+    /// Writes the list to its file if it changed since the last save (temporary file + rename).
+    pub fn save_if_changed(&self) {
+        if !self.unsaved.swap(false, Ordering::Relaxed) {
+            return;
+        }
         let Some(file) = &self.file else { return };
+        let text = self.with(|s| s.encode());
         let tmp = file.with_extension("tmp");
         let r = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, file));
         if let Err(e) = r {
@@ -479,6 +488,7 @@ mod tests {
         let f = tmp.path().join("guards");
         let g = Guards::load(&f, GuardConfig::default()).unwrap();
         let first = g.pick(&d, &[], unix_now()).unwrap();
+        g.save_if_changed();
         let again = Guards::load(&f, GuardConfig::default()).unwrap();
         assert_eq!(again.ids(), vec![first.id]);
         std::fs::write(&f, "garbage\n").unwrap();

@@ -115,13 +115,8 @@ pub fn choose_path_with(
         return Err(CircuitError::Path {
             hops,
             why: format!(
-                "only {} relays besides the {}",
-                relays.len() + usize::from(first.is_some()),
-                if first.is_some() {
-                    "last hop (guard included)"
-                } else {
-                    "last hop"
-                }
+                "only {} relays besides the last hop",
+                relays.len() + usize::from(first.is_some())
             ),
         });
     }

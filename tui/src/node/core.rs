@@ -141,7 +141,11 @@ impl NodeCore {
                 Ok((id, h)) => {
                     n += 1;
                     if rec.paused {
-                        let _ = self.with(id, |t| t.session.pause(&h.info_hash()).map_err(api));
+                        if let Err(e) =
+                            self.with(id, |t| t.session.pause(&h.info_hash()).map_err(api))
+                        {
+                            self.warn("node", format!("transfer {id} not paused again: {e}"));
+                        }
                     }
                 }
                 Err(e) => {
@@ -476,10 +480,12 @@ impl NodeApi for NodeCore {
     ) -> Result<TransferId, ApiError> {
         let (id, handle) = self.add_magnet(&magnet, dir, hops).await?;
         if let Some(saved) = &self.saved {
+            let (dir, hops) =
+                self.with(id, |t| Ok((t.dir.clone(), t.hops.load(Ordering::Relaxed))))?;
             let rec = SavedTransfer {
                 magnet,
-                dir: self.transfer_dir(id).unwrap_or_default(),
-                hops: self.with(id, |t| Ok(t.hops.load(Ordering::Relaxed)))?,
+                dir,
+                hops,
                 paused: false,
             };
             // the transfer runs either way; not keeping it is worth a warning, not a refusal
