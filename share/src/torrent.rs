@@ -229,6 +229,8 @@ pub struct Torrent {
     pub(crate) inner: Mutex<Inner>,
     state_tx: watch::Sender<TorrentState>,
     flush_notify: Notify,
+    /// The last piece was verified: the flush loop persists it now, without batching or waiting.
+    complete_notify: Notify,
     conn_notify: Notify,
     next_key: AtomicU64,
     run: Mutex<CancellationToken>,
@@ -708,6 +710,7 @@ impl Torrent {
             inner: Mutex::new(Inner::new(info_hash, name, dir, trackers)),
             state_tx,
             flush_notify: Notify::new(),
+            complete_notify: Notify::new(),
             conn_notify: Notify::new(),
             next_key: AtomicU64::new(1),
             run: Mutex::new(CancellationToken::new()),
@@ -922,6 +925,9 @@ impl Torrent {
             g.flush_out();
             drop(g);
             self.flush_notify.notify_one();
+            if complete {
+                self.complete_notify.notify_one();
+            }
         } else {
             debug!(index, "piece failed verification");
             picker.piece_failed(index);
@@ -1206,10 +1212,11 @@ impl Torrent {
                 _ = token.cancelled() => return,
                 _ = self.flush_notify.notified() => {}
             }
-            // Batch: let more pieces complete before paying for an fsync.
+            // Batch: let more pieces complete before paying for an fsync (not after the last one).
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(interval.min(Duration::from_millis(50))) => {}
+                _ = self.complete_notify.notified() => {}
             }
             let job = {
                 let mut g = self.lock();
@@ -1259,6 +1266,8 @@ impl Torrent {
                 tokio::select! {
                     _ = token.cancelled() => return,
                     _ = tokio::time::sleep(interval) => {}
+                    // the last piece came during the pause: persist it and say Seeding now
+                    _ = self.complete_notify.notified() => {}
                 }
             }
             if self.lock().bits_dirty {
