@@ -429,6 +429,7 @@ fn cell_seeds(o: &mut Out) {
     let ext = cell::Extend {
         node_id: peer.node_id().0,
         x25519: peer.x25519_public(),
+        ed25519: peer.ed25519_public(),
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 9002)),
         handshake: create.clone(),
     };

@@ -34,6 +34,26 @@ pub mod cmd {
     pub const CREATED: u8 = 2;
     pub const RELAY: u8 = 3;
     pub const DESTROY: u8 = 4;
+    /// A RELAY cell that may carry an EXTEND (Tor's RELAY_EARLY, tor-spec §5.6): each relay
+    /// counts the ones it passes forward on a circuit and destroys the circuit past
+    /// [`super::MAX_RELAY_EARLY`], which bounds the length of any circuit (no A→B→A→… loops).
+    /// An EXTEND that arrives in a plain RELAY cell is refused; RELAY_EARLY towards the client
+    /// is a protocol violation.
+    pub const RELAY_EARLY: u8 = 5;
+}
+
+/// RELAY_EARLY cells a relay passes forward on one circuit at most (Tor's limit, tor-spec
+/// §5.6): a client needs hops - 1 of them (one per EXTEND), so circuits are at most 9 hops long.
+pub const MAX_RELAY_EARLY: u8 = 8;
+
+/// Circuit ids are split between the two ends of a link (tor-spec §5.1.1): the side that dialed
+/// the link creates circuits with the high bit set, so the two sides never pick the same id. A
+/// CREATE on a link with the wrong half's id, or with an id in use, is refused.
+pub const CIRC_ID_DIALER_BIT: u32 = 0x8000_0000;
+
+/// Whether `id` is an id the dialer of a link may create circuits with.
+pub fn is_dialer_circ_id(id: u32) -> bool {
+    id & CIRC_ID_DIALER_BIT != 0 && id != CIRC_ID_DIALER_BIT
 }
 
 /// Relay commands (inside RELAY cells).
@@ -149,6 +169,10 @@ pub fn command(cell: &[u8]) -> u8 {
     cell[4]
 }
 
+pub fn set_command(cell: &mut [u8], command: u8) {
+    cell[4] = command;
+}
+
 pub fn body(cell: &[u8]) -> &[u8] {
     &cell[CELL_HEADER..]
 }
@@ -217,20 +241,31 @@ pub fn read_relay(body: &[u8]) -> Result<RelayMsg<'_>, CellError> {
     })
 }
 
-/// EXTEND: `node_id[32] | x25519[32] | addr | hs_len:u16 | hs`.
+/// EXTEND: `node_id[32] | x25519[32] | ed25519[32] | addr | hs_len:u16 | hs`.
+///
+/// The target's whole identity: the relay recomputes the node id from the two keys
+/// ([`Extend::identity_matches`]) and refuses an EXTEND whose keys do not give its id, so nobody
+/// can have a link stored under another node's id with a key of their own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extend {
     pub node_id: [u8; 32],
     pub x25519: [u8; 32],
+    pub ed25519: [u8; 32],
     pub addr: SocketAddr,
     pub handshake: Vec<u8>,
 }
 
 impl Extend {
+    /// Whether `node_id` is the id that `x25519` and `ed25519` derive.
+    pub fn identity_matches(&self) -> bool {
+        crate::identity::NodeId::derive(&self.x25519, &self.ed25519).0 == self.node_id
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(128);
+        let mut v = Vec::with_capacity(160);
         v.extend_from_slice(&self.node_id);
         v.extend_from_slice(&self.x25519);
+        v.extend_from_slice(&self.ed25519);
         encode_addr(&self.addr, &mut v);
         v.extend_from_slice(&(self.handshake.len() as u16).to_be_bytes());
         v.extend_from_slice(&self.handshake);
@@ -241,12 +276,14 @@ impl Extend {
         let f = |e: DescriptorError| malformed("EXTEND", e);
         let node_id = r.arr().map_err(f)?;
         let x25519 = r.arr().map_err(f)?;
+        let ed25519 = r.arr().map_err(f)?;
         let addr = decode_addr(&mut r).map_err(f)?;
         let n = r.u16().map_err(f)? as usize;
         let handshake = r.take(n).map_err(f)?.to_vec();
         Ok(Extend {
             node_id,
             x25519,
+            ed25519,
             addr,
             handshake,
         })
@@ -349,11 +386,14 @@ mod tests {
         let e = Extend {
             node_id: [1; 32],
             x25519: [2; 32],
+            ed25519: [4; 32],
             addr: "127.0.0.1:9".parse().unwrap(),
             handshake: vec![3; 48],
         };
         assert_eq!(Extend::decode(&e.encode()).unwrap(), e);
-        assert!(Extend::decode(&e.encode()[..70]).is_err());
+        assert!(Extend::decode(&e.encode()[..100]).is_err());
+        // the id is not the one the keys derive
+        assert!(!e.identity_matches());
         let a: SocketAddr = "[::1]:53".parse().unwrap();
         let d = encode_datagram(&a, b"q").unwrap();
         assert_eq!(decode_datagram(&d).unwrap(), (a, &b"q"[..]));
@@ -362,6 +402,40 @@ mod tests {
             decode_resolved(&r).unwrap().unwrap(),
             vec!["1.2.3.4".parse::<std::net::IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn extend_identity_is_checked_against_both_keys() {
+        let id = crate::identity::Identity::generate();
+        let good = Extend {
+            node_id: id.node_id().0,
+            x25519: id.x25519_public(),
+            ed25519: id.ed25519_public(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            handshake: vec![],
+        };
+        assert!(good.identity_matches());
+        let other = crate::identity::Identity::generate();
+        // someone else's onion key under this id (the "invisible extra hop" attack)
+        let swapped_x = Extend {
+            x25519: other.x25519_public(),
+            ..good.clone()
+        };
+        assert!(!swapped_x.identity_matches());
+        let swapped_ed = Extend {
+            ed25519: other.ed25519_public(),
+            ..good
+        };
+        assert!(!swapped_ed.identity_matches());
+    }
+
+    #[test]
+    fn circuit_ids_are_split_by_who_dialed() {
+        assert!(is_dialer_circ_id(CIRC_ID_DIALER_BIT | 1));
+        assert!(is_dialer_circ_id(u32::MAX));
+        assert!(!is_dialer_circ_id(1));
+        assert!(!is_dialer_circ_id(0));
+        assert!(!is_dialer_circ_id(CIRC_ID_DIALER_BIT));
     }
 
     #[test]

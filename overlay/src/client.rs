@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX, WIRE_CELL};
 use crate::circuit::client::{choose_path_with, ClientCrypto};
+use crate::circuit::origin::{check_sender, HopView};
 use crate::descriptor::{unix_now, Descriptor};
 use crate::handshake::{HopInitiator, HTYPE_NK};
 use crate::hs::{ClientIntro, HsMessage};
@@ -33,9 +34,14 @@ use crate::link::LinkDir;
 use crate::node::{dial_link, link_writer, lock, LINK_QUEUE};
 use crate::provider::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, ProviderError, Target};
 use crate::relay_crypto::HopKeys;
-use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
+use crate::stream::{
+    sendme_payload, RecvWindow, SendmeAuth, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC,
+    STREAM_WINDOW,
+};
 
-const CIRC_ID: u32 = 1;
+/// The client dials a link of its own for each circuit, so it is always the dialer: the id has
+/// the dialer's high bit ([`cell::CIRC_ID_DIALER_BIT`]).
+const CIRC_ID: u32 = cell::CIRC_ID_DIALER_BIT | 1;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -95,6 +101,9 @@ enum Down {
 
 #[derive(Default)]
 struct Slot {
+    /// The hop this stream was opened with: the only one whose messages on it are accepted
+    /// ([`check_sender`]).
+    hop: usize,
     ctl: Option<oneshot::Sender<Ctl>>,
     data: Option<mpsc::Sender<Down>>,
     dgram: Option<mpsc::Sender<Result<(SocketAddr, Bytes), String>>>,
@@ -111,6 +120,8 @@ pub struct ClientCirc {
     link_tx: mpsc::Sender<CellBuf>,
     crypto: Mutex<ClientCrypto>,
     window: Arc<Semaphore>,
+    /// MACs of the DATA cells circuit SENDMEs must echo (locked after `crypto`).
+    sendme_auth: Mutex<SendmeAuth>,
     recv_window: Mutex<RecvWindow>,
     streams: Mutex<HashMap<u32, Slot>>,
     next_stream: AtomicU32,
@@ -218,9 +229,32 @@ impl ClientCirc {
         if self.is_closed() {
             return Err(self.closed_err());
         }
-        let c = cr
-            .seal(CIRC_ID, dest, rc, stream, data)
+        let (c, tag) = cr
+            .seal_tagged(CIRC_ID, dest, rc, stream, data)
             .map_err(|e| ProviderError::Closed(e.to_string()))?;
+        if rc == rcmd::DATA {
+            lock(&self.sendme_auth).on_data_sent(tag);
+        }
+        permit.send(c);
+        Ok(())
+    }
+
+    /// Sends a relay message to hop `dest` in a RELAY_EARLY cell (EXTEND only: the relays on the
+    /// way count these, [`cell::MAX_RELAY_EARLY`] per circuit at most).
+    pub async fn send_early(&self, dest: usize, rc: u8, data: &[u8]) -> Result<(), ProviderError> {
+        let permit = self
+            .link_tx
+            .reserve()
+            .await
+            .map_err(|_| self.closed_err())?;
+        let mut cr = lock(&self.crypto);
+        if self.is_closed() {
+            return Err(self.closed_err());
+        }
+        let mut c = cr
+            .seal(CIRC_ID, dest, rc, 0, data)
+            .map_err(|e| ProviderError::Closed(e.to_string()))?;
+        cell::set_command(&mut c, cmd::RELAY_EARLY);
         permit.send(c);
         Ok(())
     }
@@ -313,13 +347,23 @@ impl ClientCirc {
         }
     }
 
+    /// Registers a stream to the last hop (its owner from now on).
     fn new_stream(&self, slot: Slot) -> Result<u32, ProviderError> {
         if self.is_closed() {
             return Err(self.closed_err());
         }
         let sid = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        lock(&self.streams).insert(sid, slot);
+        let hop = self.last_hop();
+        lock(&self.streams).insert(sid, Slot { hop, ..slot });
         Ok(sid)
+    }
+
+    /// The circuit's shape for [`check_sender`].
+    fn hop_view(&self) -> HopView {
+        HopView {
+            built: self.path.len(),
+            keyed: lock(&self.crypto).len(),
+        }
     }
 
     async fn dispatch(self: &Arc<Self>, mut c: CellBuf) -> Result<(), String> {
@@ -341,8 +385,9 @@ impl ClientCirc {
             }
             cmd::RELAY => {
                 let hop = lock(&self.crypto).open(&mut c).map_err(|e| e.to_string())?;
+                let tag = crate::relay_crypto::body_tag(cell::body(&c));
                 let m = cell::read_relay(cell::body(&c)).map_err(|e| e.to_string())?;
-                self.on_relay(hop, m.cmd, m.stream, m.data).await
+                self.on_relay(hop, m.cmd, m.stream, m.data, tag).await
             }
             other => Err(format!("unexpected cell command {other}")),
         }
@@ -354,7 +399,18 @@ impl ClientCirc {
         rc: u8,
         sid: u32,
         data: &[u8],
+        tag: [u8; 16],
     ) -> Result<(), String> {
+        // every message is accepted only from the hop entitled to send it
+        let owner = if sid == 0 {
+            None
+        } else {
+            lock(&self.streams).get(&sid).map(|s| s.hop)
+        };
+        if let Err(v) = check_sender(self.hop_view(), rc, sid, hop, owner) {
+            warn!(circ = self.id, "destroying the circuit: {v}");
+            return Err(format!("hop violation: {v}"));
+        }
         match rc {
             rcmd::EXTENDED => match lock(&self.pending).take() {
                 Some(tx) => {
@@ -365,6 +421,10 @@ impl ClientCirc {
             },
             rcmd::SENDME => {
                 if sid == 0 {
+                    // it must echo the MAC of the cell it acknowledges (proposal 289)
+                    lock(&self.sendme_auth)
+                        .on_sendme(data)
+                        .map_err(|e| format!("circuit SENDME refused: {e}"))?;
                     self.window.add_permits(CIRC_SENDME_INC as usize);
                 } else if let Some(w) = lock(&self.streams).get(&sid).and_then(|s| s.window.clone())
                 {
@@ -395,11 +455,12 @@ impl ClientCirc {
                     }
                 }
                 if sendme {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let last = me.last_hop();
-                        let _ = me.send_to_hop(last, rcmd::SENDME, 0, &[]).await;
-                    });
+                    // sent in order from the reader itself: each echoes one cell's MAC, and the
+                    // sender checks them in the order it sent those cells
+                    let last = self.last_hop();
+                    let _ = self
+                        .send_to_hop(last, rcmd::SENDME, 0, &sendme_payload(&tag))
+                        .await;
                 }
                 Ok(())
             }
@@ -440,6 +501,7 @@ impl ClientCirc {
                             streams.insert(
                                 sid,
                                 Slot {
+                                    hop: s.hop,
                                     dgram: Some(d),
                                     ..Default::default()
                                 },
@@ -503,8 +565,8 @@ impl ClientCirc {
         let sid = self.new_stream(Slot {
             ctl: Some(ctl_tx),
             data: Some(down_tx),
-            dgram: None,
             window: Some(window.clone()),
+            ..Default::default()
         })?;
         let t = target.to_string();
         self.send_to_hop(self.last_hop(), rcmd::BEGIN, sid, t.as_bytes())
@@ -559,6 +621,7 @@ impl ClientCirc {
         lock(&self.streams).insert(
             sid,
             Slot {
+                hop,
                 ctl: None,
                 data: Some(down_tx),
                 dgram: None,
@@ -1021,6 +1084,7 @@ async fn build_circuit_reporting(
         link_tx: tx,
         crypto: Mutex::new(ClientCrypto::default()),
         window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
+        sendme_auth: Mutex::new(SendmeAuth::new(CIRC_SENDME_INC)),
         recv_window: Mutex::new(RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC)),
         streams: Mutex::new(HashMap::new()),
         next_stream: AtomicU32::new(1),
@@ -1088,10 +1152,11 @@ async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), S
             let ext = cell::Extend {
                 node_id: hop.id.0,
                 x25519: hop.x25519,
+                ed25519: hop.ed25519,
                 addr: hop.addr,
                 handshake: m1,
             };
-            circ.send_to_hop(i - 1, rcmd::EXTEND, 0, &ext.encode())
+            circ.send_early(i - 1, rcmd::EXTEND, &ext.encode())
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -30,7 +30,13 @@ use crate::hs::{HsMessage, IntroPointTable, RendezvousTable};
 use crate::identity::{Identity, NodeId};
 use crate::limits::{ByteCap, CircuitGate, Limits, LinkGate, Refusal, RefusalLog};
 use crate::link::{self, LinkCipher, LinkDir};
-use crate::stream::{RecvWindow, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW};
+use crate::stream::{
+    sendme_payload, RecvWindow, SendmeAuth, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC,
+    STREAM_WINDOW,
+};
+
+#[cfg(feature = "hostile")]
+pub mod hostile;
 
 /// Cells queued per link before senders wait (backpressure).
 pub const LINK_QUEUE: usize = 128;
@@ -132,8 +138,11 @@ pub(crate) struct Link {
     id: u64,
     tx: mpsc::Sender<CellBuf>,
     circuits: Mutex<HashMap<u32, CircRef>>,
+    /// Next circuit id this node creates on the link (outbound links only; see `alloc_circ_id`).
     next_circ: AtomicU32,
+    /// Outbound links: the node dialled, and the static key the link handshake authenticated.
     peer: Option<NodeId>,
+    peer_key: Option<[u8; 32]>,
     closed: AtomicBool,
     /// CREATE admission (inbound links; outbound links never receive CREATEs legitimately).
     gate: Mutex<CircuitGate>,
@@ -164,6 +173,10 @@ struct CircState {
     extending: bool,
     destroyed: bool,
     fwd_window: RecvWindow,
+    /// RELAY_EARLY cells seen forward on this circuit (at most `cell::MAX_RELAY_EARLY`).
+    early: u8,
+    /// MACs of the DATA cells this hop originated that circuit SENDMEs must echo.
+    sendme_auth: SendmeAuth,
     streams: HashMap<u32, ExitStream>,
     udp: HashMap<u32, Arc<UdpSocket>>,
     tasks: Vec<AbortHandle>,
@@ -224,6 +237,11 @@ pub(crate) struct NodeInner {
     exit_cap: Option<Mutex<ByteCap>>,
     /// Circuits created by each source address (inbound links).
     circ_from: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// The hostile-node kit's view of this node's circuits (tests only).
+    #[cfg(feature = "hostile")]
+    hostile_circs: Mutex<Vec<std::sync::Weak<RelayCirc>>>,
+    #[cfg(feature = "hostile")]
+    hostile_stall: AtomicBool,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -349,6 +367,10 @@ impl Node {
             gate: Mutex::new(LinkGate::new(cfg.limits.clone())),
             evict: Mutex::new(HashMap::new()),
             circ_from: Mutex::new(HashMap::new()),
+            #[cfg(feature = "hostile")]
+            hostile_circs: Mutex::new(Vec::new()),
+            #[cfg(feature = "hostile")]
+            hostile_stall: AtomicBool::new(false),
             link_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             circ_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             relay_cap: cap(cfg.relay_rate),
@@ -603,7 +625,7 @@ async fn accept_link(
 
 fn new_link(
     node: &NodeInner,
-    peer: Option<NodeId>,
+    peer: Option<(NodeId, [u8; 32])>,
     source: Option<std::net::IpAddr>,
 ) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
@@ -614,7 +636,8 @@ fn new_link(
             tx,
             circuits: Mutex::new(HashMap::new()),
             next_circ: AtomicU32::new(1),
-            peer,
+            peer: peer.map(|p| p.0),
+            peer_key: peer.map(|p| p.1),
             closed: AtomicBool::new(false),
             gate: Mutex::new(CircuitGate::new(
                 &node.cfg.limits,
@@ -815,10 +838,13 @@ async fn send_back(circ: &RelayCirc, rc: u8, stream: u32, data: &[u8]) -> Result
     if st.destroyed {
         return Err(());
     }
-    let c = st
+    let (c, tag) = st
         .crypto
-        .originate(circ.prev_id, rc, stream, data)
+        .originate_tagged(circ.prev_id, rc, stream, data)
         .map_err(|_| ())?;
+    if rc == rcmd::DATA {
+        st.sendme_auth.on_data_sent(tag);
+    }
     permit.send(c);
     Ok(())
 }
@@ -853,11 +879,21 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                 destroy(node, &r.circ, c[5], Some(link.id));
             }
         }
-        cmd::RELAY => {
+        cmd::RELAY | cmd::RELAY_EARLY => {
+            let early = cell::command(&c) == cmd::RELAY_EARLY;
             let Some(r) = lock(&link.circuits).get(&cid).cloned() else {
                 debug!(link = link.id, circ = cid, "RELAY for unknown circuit");
                 return;
             };
+            if r.next_side && early {
+                // RELAY_EARLY only travels away from the client
+                warn!(
+                    link = link.id,
+                    circ = cid,
+                    "RELAY_EARLY towards the client: destroying circuit"
+                );
+                return destroy(node, &r.circ, reason::PROTOCOL, None);
+            }
             if r.next_side {
                 // backward: add our layer and pass towards the client
                 node.relay_pace(CELL_SIZE).await;
@@ -883,6 +919,19 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                     if st.destroyed {
                         return;
                     }
+                    if early {
+                        st.early = st.early.saturating_add(1);
+                        if st.early > cell::MAX_RELAY_EARLY {
+                            drop(st);
+                            warn!(
+                                link = link.id,
+                                circ = cid,
+                                "more than {} RELAY_EARLY cells (a circuit too long, or a loop): destroying circuit",
+                                cell::MAX_RELAY_EARLY
+                            );
+                            return destroy(node, &r.circ, reason::PROTOCOL, None);
+                        }
+                    }
                     let has_next = st.next.is_some() || st.joined.is_some();
                     verdict = st.crypto.on_forward(cell::body_mut(&mut c), has_next);
                     next = st.next.clone();
@@ -901,7 +950,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                             let _ = nl.tx.send(c).await;
                         } else if let Some(other) = joined {
                             // rendezvous: pass the (end-to-end sealed) cell to the other end,
-                            // adding that circuit's backward layer
+                            // adding that circuit's backward layer (as a plain RELAY: towards a
+                            // client)
+                            cell::set_command(&mut c, cmd::RELAY);
                             let Ok(permit) = other.prev.tx.reserve().await else {
                                 return;
                             };
@@ -922,7 +973,9 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                         warn!(link = link.id, circ = cid, "unrecognised relay cell at last hop (tampered or replayed): destroying circuit");
                         destroy(node, &r.circ, reason::UNRECOGNIZED, None);
                     }
-                    Verdict::Deliver => handle_relay(node, &r.circ, &c).await,
+                    #[cfg(feature = "hostile")]
+                    Verdict::Deliver if node.hostile_stall.load(Ordering::Relaxed) => {}
+                    Verdict::Deliver => handle_relay(node, &r.circ, &c, early).await,
                 }
             }
         }
@@ -936,7 +989,11 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
     let b = cell::body(c);
     let htype = u16::from_be_bytes([b[0], b[1]]);
     let n = u16::from_be_bytes([b[2], b[3]]) as usize;
-    if htype != HTYPE_NK || n > b.len() - 4 || lock(&link.circuits).contains_key(&cid) || cid == 0 {
+    // only the side that dialed the link creates circuits on it, with ids of its half; an id in
+    // use is refused, never replaced
+    let wrong_side = link.peer.is_some() || !cell::is_dialer_circ_id(cid);
+    if htype != HTYPE_NK || n > b.len() - 4 || lock(&link.circuits).contains_key(&cid) || wrong_side
+    {
         warn!(
             link = link.id,
             circ = cid,
@@ -988,12 +1045,16 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
             extending: false,
             destroyed: false,
             fwd_window: RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC),
+            early: 0,
+            sendme_auth: SendmeAuth::new(CIRC_SENDME_INC),
             streams: HashMap::new(),
             udp: HashMap::new(),
             tasks: Vec::new(),
             joined: None,
         }),
     });
+    #[cfg(feature = "hostile")]
+    hostile::register(node, &circ);
     lock(&link.circuits).insert(
         cid,
         CircRef {
@@ -1011,7 +1072,7 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
     }
 }
 
-async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
+async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], early: bool) {
     let msg = match cell::read_relay(cell::body(c)) {
         Ok(m) => m,
         Err(e) => {
@@ -1030,6 +1091,17 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
             };
+            if !early {
+                warn!("EXTEND in a plain RELAY cell (must be RELAY_EARLY): destroying circuit");
+                return destroy(node, circ, reason::PROTOCOL, None);
+            }
+            if !ext.identity_matches() {
+                // someone else's key under a node's id: would make the sender an invisible
+                // extra hop of every later circuit towards that node
+                warn!("EXTEND whose keys do not derive its node id: destroying circuit");
+                node.stats.tamper.fetch_add(1, Ordering::Relaxed);
+                return destroy(node, circ, reason::PROTOCOL, None);
+            }
             {
                 let mut st = lock(&circ.st);
                 if st.next.is_some() || st.extending || ext.node_id == node.descriptor.id.0 {
@@ -1108,7 +1180,8 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
                 }
             }
             if sendme {
-                let _ = send_back(circ, rcmd::SENDME, 0, &[]).await;
+                let tag = crate::relay_crypto::body_tag(cell::body(c));
+                let _ = send_back(circ, rcmd::SENDME, 0, &sendme_payload(&tag)).await;
             }
         }
         rcmd::END => {
@@ -1127,6 +1200,13 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8]) {
         }
         rcmd::SENDME => {
             if sid == 0 {
+                // it must echo the MAC of the DATA cell it acknowledges (proposal 289): a
+                // client that does not read cannot make this exit send faster
+                let auth = lock(&circ.st).sendme_auth.on_sendme(msg.data);
+                if let Err(e) = auth {
+                    warn!("circuit SENDME refused ({e}): destroying circuit");
+                    return destroy(node, circ, reason::PROTOCOL, None);
+                }
                 circ.bwd_window.add_permits(CIRC_SENDME_INC as usize);
             } else if let Some(s) = lock(&circ.st).streams.get(&sid) {
                 s.window.add_permits(STREAM_SENDME_INC as usize);
@@ -1362,7 +1442,7 @@ async fn do_extend(
     ext: cell::Extend,
 ) -> Result<(), String> {
     let link = get_link(node, NodeId(ext.node_id), &ext.x25519, ext.addr).await?;
-    let cid = link.next_circ.fetch_add(1, Ordering::Relaxed);
+    let cid = alloc_circ_id(&link).ok_or("no free circuit id on the link")?;
     let mut body = HTYPE_NK.to_be_bytes().to_vec();
     body.extend_from_slice(&(ext.handshake.len() as u16).to_be_bytes());
     body.extend_from_slice(&ext.handshake);
@@ -1388,6 +1468,21 @@ async fn do_extend(
     Ok(())
 }
 
+/// A circuit id of the dialer's half that is free on the outbound `link` (ids come from one
+/// atomic counter, so concurrent callers get distinct ones); `None` if a bounded search finds
+/// none.
+fn alloc_circ_id(link: &Link) -> Option<u32> {
+    let circuits = lock(&link.circuits);
+    for _ in 0..1024 {
+        let n = link.next_circ.fetch_add(1, Ordering::Relaxed) & !cell::CIRC_ID_DIALER_BIT;
+        let cid = cell::CIRC_ID_DIALER_BIT | n;
+        if cell::is_dialer_circ_id(cid) && !circuits.contains_key(&cid) {
+            return Some(cid);
+        }
+    }
+    None
+}
+
 /// Returns an open outbound link to `id`, dialling it if needed (checks the peer's static key).
 async fn get_link(
     node: &Arc<NodeInner>,
@@ -1397,12 +1492,14 @@ async fn get_link(
 ) -> Result<Arc<Link>, String> {
     let mut m = node.out_links.lock().await;
     if let Some(l) = m.get(&id) {
-        if !l.closed.load(Ordering::Relaxed) {
+        // reused only when it authenticated the key the EXTEND names (the id binds that key,
+        // `Extend::identity_matches`, so this holds unless a link was stored wrongly)
+        if !l.closed.load(Ordering::Relaxed) && l.peer_key.as_ref() == Some(x25519) {
             return Ok(l.clone());
         }
     }
     let (sock, cipher) = dial_link(&node.cfg.identity.x25519_secret_bytes(), x25519, addr).await?;
-    let (link, rx) = new_link(node, Some(id), None);
+    let (link, rx) = new_link(node, Some((id, *x25519)), None);
     m.insert(id, link.clone());
     drop(m);
     let n2 = node.clone();

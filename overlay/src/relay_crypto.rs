@@ -105,12 +105,14 @@ impl DirKeys {
         self.seq = self.seq.wrapping_add(1);
     }
 
-    /// Originates a cell for this hop/direction: recognized = 0, MAC, then the layer.
-    pub fn seal(&mut self, body: &mut [u8]) {
+    /// Originates a cell for this hop/direction: recognized = 0, MAC, then the layer. Returns
+    /// the MAC (what an authenticated SENDME for this cell must echo, `stream::SendmeAuth`).
+    pub fn seal(&mut self, body: &mut [u8]) -> [u8; 16] {
         body[..RELAY_MAC_OFF].fill(0);
         let tag = self.mac(self.seq, body);
         body[RELAY_MAC_OFF..RELAY_COVERED_OFF].copy_from_slice(&tag);
         self.apply(body);
+        tag
     }
 
     /// Removes this layer; true if the cell is addressed here (recognized and MAC valid).
@@ -190,12 +192,22 @@ impl HopKeys {
     }
 }
 
-/// Client side: encrypts a relay body for hop `dest` (0-based) through hops `0..dest`.
-pub fn client_seal(hops: &mut [HopKeys], dest: usize, body: &mut [u8]) {
-    hops[dest].fwd.seal(body);
+/// Client side: encrypts a relay body for hop `dest` (0-based) through hops `0..dest`; returns
+/// the MAC hop `dest` will verify.
+pub fn client_seal(hops: &mut [HopKeys], dest: usize, body: &mut [u8]) -> [u8; 16] {
+    let tag = hops[dest].fwd.seal(body);
     for h in hops[..dest].iter_mut().rev() {
         h.fwd.apply(body);
     }
+    tag
+}
+
+/// The MAC of a relay body that was opened (recognised) by its destination: what an
+/// authenticated SENDME for it echoes.
+pub fn body_tag(body: &[u8]) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t.copy_from_slice(&body[RELAY_MAC_OFF..RELAY_COVERED_OFF]);
+    t
 }
 
 /// Client side: peels backward layers; returns the index of the hop that originated the cell.

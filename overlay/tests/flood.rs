@@ -84,7 +84,7 @@ async fn create_flooder(src: Ipv4Addr, node: SocketAddr, key: [u8; 32], stop: Ar
     let Ok(hs) = init.finish(&reply) else { return };
     let mut cipher = handshake::link_cipher(hs, true).unwrap();
     let (_hop, hop_msg) = HopInitiator::start(&key).unwrap();
-    let mut cid = 1u32;
+    let mut cid = cell::CIRC_ID_DIALER_BIT | 1;
     let mut buf = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         buf.clear();
@@ -100,7 +100,7 @@ async fn create_flooder(src: Ipv4Addr, node: SocketAddr, key: [u8; 32], stop: Ar
                     *x = (i as u32 ^ cid) as u8;
                 }
             }
-            cid = cid.wrapping_add(1).max(1);
+            cid = cid.wrapping_add(1) | cell::CIRC_ID_DIALER_BIT;
             cipher.send.seal_into(&c, &mut buf);
         }
         // never reads: the relay's replies pile up on its side

@@ -117,7 +117,7 @@ async fn aria2c_downloads_from_warren_magnet() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_tracker_seeder(&url, &mi.info_hash.0, Duration::from_secs(30)).await;
     let out = tempfile::tempdir().unwrap();
     let a_ip = lo(122);
     let magnet = format!("magnet:?xt=urn:btih:{}&tr={}", mi.info_hash.to_hex(), url);

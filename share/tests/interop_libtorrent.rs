@@ -91,7 +91,7 @@ async fn warren_downloads_from_libtorrent_torrent_and_magnet_via_opentracker() {
         None,
     );
     wait_line(&mut lt, "READY");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_tracker_seeder(&url, &mi.info_hash.0, Duration::from_secs(30)).await;
 
     // .torrent, peers from the tracker
     let (w, _) = warren(&lo(102), None).await;
@@ -163,7 +163,7 @@ async fn libtorrent_downloads_from_warren_magnet() {
         .await
         .unwrap();
     assert_eq!(h.status().progress, 1.0);
-    tokio::time::sleep(Duration::from_millis(500)).await; // announce
+    wait_tracker_seeder(&url, &mi.info_hash.0, Duration::from_secs(30)).await;
     let magnet = format!("magnet:?xt=urn:btih:{}&tr={}", mi.info_hash.to_hex(), url);
     let dl = tempfile::tempdir().unwrap();
     let lt_ip = lo(112);

@@ -3,12 +3,13 @@
 //! cleans up too.
 
 pub mod capture;
+pub mod libtorrent;
 pub mod netns;
 pub mod proc;
 
 pub use capture::Capture;
 pub use netns::{Host, Netns, Veth};
-pub use proc::{free_port, have, wait_file, wait_until, Child};
+pub use proc::{free_port, have, port_open, wait_file, wait_for, wait_until, Child};
 
 /// True when the process runs as root (needed for namespaces and tun devices).
 pub fn is_root() -> bool {

@@ -59,6 +59,21 @@ impl Netns {
         self.command("sh").arg("-c").arg(script).output()
     }
 
+    /// Whether a process in the namespace listens on TCP `port` (any address); reads the socket
+    /// table, sends nothing.
+    pub fn listening_tcp(&self, port: u16) -> bool {
+        self.sh(&format!("ss -Hltn 'sport = :{port}'"))
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Whether a UDP socket in the namespace is bound to `port`.
+    pub fn bound_udp(&self, port: u16) -> bool {
+        self.sh(&format!("ss -Hlun 'sport = :{port}'"))
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    }
+
     /// Names of the interfaces in the namespace.
     pub fn links(&self) -> io::Result<Vec<String>> {
         let out = self.ip(&["-o", "link", "show"])?;

@@ -95,6 +95,22 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Polls `f` every 50 ms until it returns true; panics naming `what` it waited for when `timeout`
+/// passes first (a test waits on a condition, never on a sleep, and says which one failed).
+pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    if !wait_until(timeout, f) {
+        panic!(
+            "timed out after {:.1} s waiting for {what}",
+            timeout.as_secs_f64()
+        );
+    }
+}
+
+/// Whether something accepts TCP connections at `addr` (from this process's namespace).
+pub fn port_open(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
 /// Waits until the file at `p` exists and is not empty.
 pub fn wait_file(p: &std::path::Path, timeout: Duration) -> bool {
     wait_until(timeout, || {

@@ -13,6 +13,7 @@
 
 pub mod auto;
 pub mod config;
+pub mod end_reason;
 #[cfg(feature = "arti")]
 pub mod provider;
 

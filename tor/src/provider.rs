@@ -20,6 +20,7 @@ use tor_proto::client::stream::ClientStreamCtrl;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::config::{TorConfig, TorConfigError};
+use crate::end_reason::end_reason_error;
 
 /// More isolation keys than this and the token map is emptied (a key seen again then gets a new
 /// token: a new circuit, never a shared one).
@@ -174,8 +175,25 @@ fn report(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// arti's error for `what` (a target or a name) as a provider error.
+/// The reason code of the END cell behind `e`, if an exit's END is what failed the request.
+fn end_reason(e: &arti_client::Error) -> Option<u8> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = src {
+        if let Some(tor_proto::Error::EndReceived(r)) = c.downcast_ref::<tor_proto::Error>() {
+            return Some(u8::from(*r));
+        }
+        src = c.source();
+    }
+    None
+}
+
+/// arti's error for `what` (a target or a name) as a provider error. An exit's END is mapped by
+/// its reason code ([`end_reason_error`]), not by arti's error kind, which folds several reasons
+/// together.
 fn map_error(e: &arti_client::Error, what: &str, resolving: bool) -> ProviderError {
+    if let Some(code) = end_reason(e) {
+        return end_reason_error(code, what, resolving);
+    }
     let text = report(e);
     match e.kind() {
         ErrorKind::RemoteConnectionRefused

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::procs::{spawn_logged, wait_file, warren};
+use common::procs::{spawn_logged, wait_file, wait_network_formed, warren};
 use overlay::testnet::Testnet;
 use share::session::SessionConfig;
 use warren::node::connector::Clients;
@@ -279,7 +279,10 @@ fn warren_get_killed_twenty_times_at_random_completes_byte_identical() {
     for d in &descs {
         assert!(wait_file(d, Duration::from_secs(30)), "{}", d.display());
     }
-    std::thread::sleep(Duration::from_secs(3));
+    let sockets: Vec<PathBuf> = (0..5)
+        .map(|i| dir.path().join(format!("n{i}/control.sock")))
+        .collect();
+    wait_network_formed(&sockets, Duration::from_secs(60));
 
     let content_path = dir.path().join("share").join("chaos.bin");
     std::fs::create_dir_all(content_path.parent().unwrap()).unwrap();

@@ -8,24 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use warren_tests::{capture, is_root, wait_file, Capture, Child, Host, Netns};
-
-const LT_SEED: &str = r#"
-import sys, time, libtorrent as lt
-torrent, save, iface = sys.argv[1], sys.argv[2], sys.argv[3]
-s = lt.session({'listen_interfaces': iface, 'enable_dht': False, 'enable_lsd': False,
-    'enable_upnp': False, 'enable_natpmp': False, 'enable_incoming_utp': False,
-    'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True,
-    'announce_to_all_trackers': True})
-p = lt.add_torrent_params(); p.ti = lt.torrent_info(torrent); p.save_path = save
-p.flags |= lt.torrent_flags.seed_mode
-h = s.add_torrent(p)
-print('seeding', flush=True)
-while True:
-    time.sleep(1)
-    for peer in h.get_peer_info():
-        print('peer', peer.ip[0], flush=True)
-"#;
+use warren_tests::libtorrent::{wait_seeder, ANNOUNCED, LT_SEED};
+use warren_tests::{capture, is_root, wait_file, wait_for, Capture, Child, Host, Netns};
 
 /// A libtorrent session with the mainline DHT on (settings that let a DHT of two nodes on private
 /// addresses work); with a torrent it seeds and announces it to the DHT every few seconds.
@@ -216,6 +200,11 @@ impl Bed {
             .arg(&tdir)
             .args(["-w", "whitelist.txt"]);
         procs.push(Child::spawn("opentracker", t, &dir.path().join("tracker.log")).unwrap());
+        wait_for(
+            "opentracker to listen on 6969",
+            Duration::from_secs(20),
+            || tracker.ns.listening_tcp(6969),
+        );
         let mut s = seeder.ns.command("/usr/bin/python3");
         s.args(["-c", LT_SEED])
             .arg(&torrent)
@@ -223,7 +212,8 @@ impl Bed {
             .arg(format!("{}:6881", seeder.addr));
         let seeder_log = dir.path().join("seeder.log");
         procs.push(Child::spawn("libtorrent seeder", s, &seeder_log).unwrap());
-        std::thread::sleep(Duration::from_secs(2));
+        // the tracker knows the seeder before the client asks it
+        wait_seeder(&seeder_log, ANNOUNCED, Duration::from_secs(60));
         Bed {
             dir,
             _router: router,

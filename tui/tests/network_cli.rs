@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::procs::{wait_file, warren, KillPid, Proc};
+use common::procs::{wait_file, wait_network_formed, warren, KillPid, Proc};
+use warren_tests::libtorrent::{wait_seeder, LISTENING, LT_SEED};
 
 fn spawn_node(dir: &Path, name: &str, exit: bool) -> (Proc, PathBuf) {
     spawn_node_with(dir, name, exit, false)
@@ -44,19 +45,6 @@ fn spawn_node_with(dir: &Path, name: &str, exit: bool, dht: bool) -> (Proc, Path
     );
     (p, d.join("data").join("descriptor"))
 }
-
-const LT_SEED: &str = r#"
-import sys, time, libtorrent as lt
-torrent, save, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-s = lt.session({'listen_interfaces': f'127.0.0.1:{port}', 'enable_dht': False, 'enable_lsd': False,
-    'enable_upnp': False, 'enable_natpmp': False, 'enable_incoming_utp': False,
-    'enable_outgoing_utp': False, 'allow_multiple_connections_per_ip': True})
-p = lt.add_torrent_params(); p.ti = lt.torrent_info(torrent); p.save_path = save
-p.flags |= lt.torrent_flags.seed_mode
-h = s.add_torrent(p)
-print('seeding', flush=True)
-while True: time.sleep(1)
-"#;
 
 #[test]
 fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
@@ -120,13 +108,17 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
             .args(["-c", LT_SEED])
             .arg(&torrent)
             .arg(&seed_dir)
-            .arg(port.to_string())
+            .arg(format!("127.0.0.1:{port}"))
             .stdout(lt_log.try_clone().unwrap())
             .stderr(lt_log)
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_seeder(
+        &dir.path().join("lt.log"),
+        LISTENING,
+        Duration::from_secs(30),
+    );
     let link = format!("{magnet}&x.pe=127.0.0.1:{port}");
 
     let dl = dir.path().join("dl");
@@ -288,13 +280,17 @@ fn open_starts_a_node_whose_transfer_completes_and_survives_kill_9_restarts() {
             .args(["-c", LT_SEED])
             .arg(&torrent)
             .arg(&seed_dir)
-            .arg(port.to_string())
+            .arg(format!("127.0.0.1:{port}"))
             .stdout(lt_log.try_clone().unwrap())
             .stderr(lt_log)
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_seeder(
+        &dir.path().join("lt.log"),
+        LISTENING,
+        Duration::from_secs(30),
+    );
     let link = format!("{magnet}&x.pe=127.0.0.1:{port}");
 
     let client_dir = dir.path().join("client");
@@ -447,8 +443,8 @@ fn open_starts_a_node_whose_transfer_completes_and_survives_kill_9_restarts() {
         .status();
     drop(node);
 
+    // the socket answers only after the saved transfers were restored (`node::run`)
     let _node = restart(3);
-    std::thread::sleep(Duration::from_millis(500));
     assert!(transfers().is_empty(), "a removed transfer came back");
     assert_eq!(
         std::fs::read(dl.join("payload.bin")).unwrap(),
@@ -553,7 +549,10 @@ fn seed_shows_its_dashboard_and_a_get_finds_it_through_the_dht() {
     for d in &descs {
         assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
     }
-    std::thread::sleep(Duration::from_secs(3));
+    let sockets: Vec<PathBuf> = (0..4)
+        .map(|i| dir.path().join(format!("n{i}/control.sock")))
+        .collect();
+    wait_network_formed(&sockets, Duration::from_secs(60));
     let boot: String = descs
         .iter()
         .map(|d| format!(" --bootstrap {}", d.display()))

@@ -30,7 +30,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tornet::{test_name, TorNet, SERVICE_PORTS};
-use warren_tests::{have, wait_until, Child};
+use warren_tests::libtorrent::{wait_seeder, ANNOUNCED, LT_SEED};
+use warren_tests::{have, wait_for, wait_until, Child};
 
 /// Hosts in the service namespace (10.213.K.x) and their ports (the namespace is ours alone).
 const SEEDER: u8 = 20;
@@ -66,21 +67,6 @@ fn client_config(net: &TorNet, dir: &Path) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
-
-const LT_SEED: &str = r#"
-import sys, time, libtorrent as lt
-torrent, save, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-s = lt.session({'listen_interfaces': f'{ip}:{port}', 'outgoing_interfaces': ip,
-    'enable_dht': False, 'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False,
-    'enable_incoming_utp': False, 'enable_outgoing_utp': False,
-    'allow_multiple_connections_per_ip': True, 'announce_to_all_trackers': True})
-p = lt.add_torrent_params(); p.ti = lt.torrent_info(torrent); p.save_path = save
-p.flags |= lt.torrent_flags.seed_mode
-h = s.add_torrent(p)
-print('seeding', flush=True)
-while True:
-    time.sleep(1)
-"#;
 
 /// A minimal HTTP server on `l` (threads): `GET /bulk/N` sends N bytes, anything else a
 /// greeting naming the client's address. Lives as long as the test process.
@@ -326,15 +312,23 @@ fn get_through_tor(net: &TorNet, dir: &Path, exits: &BTreeSet<IpAddr>) {
         .arg(&tdir)
         .args(["-w", "whitelist.txt"]);
     procs.push(Child::spawn("opentracker", t, &dir.join("tracker.log")).unwrap());
+    wait_for("opentracker to listen", Duration::from_secs(20), || {
+        svc.command("ss")
+            .args(["-Hltn", &format!("sport = :{tport}")])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    });
     let mut s = svc.command("/usr/bin/python3");
     s.args(["-c", LT_SEED])
         .arg(&torrent)
         .arg(&seed_dir)
-        .arg(svc.addr(SEEDER).to_string())
-        .arg(sport.to_string());
-    procs.push(Child::spawn("libtorrent seeder", s, &dir.join("seeder.log")).unwrap());
+        .arg(format!("{}:{sport}", svc.addr(SEEDER)))
+        .arg(svc.addr(SEEDER).to_string());
+    let seeder_log = dir.join("seeder.log");
+    procs.push(Child::spawn("libtorrent seeder", s, &seeder_log).unwrap());
     // the seeder announces itself (from its own address) before the client asks
-    std::thread::sleep(Duration::from_secs(3));
+    wait_seeder(&seeder_log, ANNOUNCED, Duration::from_secs(60));
 
     let client = dir.join("client");
     let cfg = client_config(net, &client);

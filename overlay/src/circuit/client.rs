@@ -52,13 +52,26 @@ impl ClientCrypto {
         stream: u32,
         data: &[u8],
     ) -> Result<CellBuf, CircuitError> {
+        self.seal_tagged(circ_id, dest, rc, stream, data)
+            .map(|(c, _)| c)
+    }
+
+    /// [`ClientCrypto::seal`], also returning the cell's MAC (for authenticated SENDMEs).
+    pub fn seal_tagged(
+        &mut self,
+        circ_id: u32,
+        dest: usize,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+    ) -> Result<(CellBuf, [u8; 16]), CircuitError> {
         if dest >= self.hops.len() {
             return Err(CircuitError::NoSuchHop(dest));
         }
         let mut c = cell::new_cell(circ_id, cell::cmd::RELAY);
         cell::write_relay(cell::body_mut(&mut c), rc, stream, data)?;
-        client_seal(&mut self.hops, dest, cell::body_mut(&mut c));
-        Ok(c)
+        let tag = client_seal(&mut self.hops, dest, cell::body_mut(&mut c));
+        Ok((c, tag))
     }
 
     /// Peels a backward RELAY cell in place; returns the originating hop.

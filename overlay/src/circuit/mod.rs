@@ -2,4 +2,5 @@
 //! (`relay`). The node and client modules drive them from tokio tasks.
 
 pub mod client;
+pub mod origin;
 pub mod relay;

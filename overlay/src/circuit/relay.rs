@@ -52,10 +52,22 @@ impl RelayCrypto {
         stream: u32,
         data: &[u8],
     ) -> Result<CellBuf, CellError> {
+        self.originate_tagged(circ_id, rc, stream, data)
+            .map(|(c, _)| c)
+    }
+
+    /// [`RelayCrypto::originate`], also returning the cell's MAC (for authenticated SENDMEs).
+    pub fn originate_tagged(
+        &mut self,
+        circ_id: u32,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+    ) -> Result<(CellBuf, [u8; 16]), CellError> {
         let mut c = cell::new_cell(circ_id, cell::cmd::RELAY);
         cell::write_relay(cell::body_mut(&mut c), rc, stream, data)?;
-        self.keys.bwd.seal(cell::body_mut(&mut c));
-        Ok(c)
+        let tag = self.keys.bwd.seal(cell::body_mut(&mut c));
+        Ok((c, tag))
     }
 }
 

@@ -208,3 +208,48 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+/// How many seeders opentracker at `announce_url` (`http://IP:PORT/announce`, loopback) counts for
+/// `info_hash` (20 bytes), read from its scrape answer; 0 when it does not answer.
+pub fn tracker_seeders(announce_url: &str, info_hash: &[u8; 20]) -> u64 {
+    use std::io::{Read, Write};
+    let Some(hostport) = announce_url
+        .strip_prefix("http://")
+        .and_then(|r| r.split('/').next())
+    else {
+        return 0;
+    };
+    let escaped: String = info_hash.iter().map(|b| format!("%{b:02X}")).collect();
+    let Ok(mut s) = std::net::TcpStream::connect(hostport) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!(
+        "GET /scrape?info_hash={escaped} HTTP/1.0\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    // the bencoded scrape dictionary: ...8:completei<N>e...
+    let text = String::from_utf8_lossy(&reply);
+    text.split("8:completei")
+        .nth(1)
+        .and_then(|r| r.split('e').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the tracker at `announce_url` counts a seeder for `info_hash` (its announce has
+/// arrived), instead of sleeping and hoping it has.
+pub async fn wait_tracker_seeder(announce_url: &str, info_hash: &[u8; 20], timeout: Duration) {
+    let url = announce_url.to_string();
+    let ih = *info_hash;
+    wait_for(
+        &format!("{url} to count a seeder (the seeder's announce)"),
+        timeout,
+        move || tracker_seeders(&url, &ih) >= 1,
+    )
+    .await;
+}

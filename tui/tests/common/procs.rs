@@ -55,3 +55,45 @@ pub fn spawn_logged(mut c: Command, log: &Path) -> Proc {
             .unwrap(),
     )
 }
+
+/// The `network.dht_nodes` figure of the node serving the control socket `socket` (0 when it does
+/// not answer yet).
+pub fn dht_nodes(socket: &Path) -> u64 {
+    let o = match warren()
+        .arg("--socket")
+        .arg(socket)
+        .args(["status", "--json"])
+        .output()
+    {
+        Ok(o) => o,
+        Err(_) => return 0,
+    };
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v["network"]["dht_nodes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits until every node behind `sockets` has the others in its DHT routing table (the network
+/// has formed); panics naming the nodes that had not when `timeout` passes.
+pub fn wait_network_formed(sockets: &[std::path::PathBuf], timeout: Duration) {
+    let want = sockets.len().saturating_sub(1) as u64;
+    let t0 = Instant::now();
+    loop {
+        let short: Vec<(String, u64)> = sockets
+            .iter()
+            .map(|s| (s.display().to_string(), dht_nodes(s)))
+            .filter(|(_, n)| *n < want)
+            .collect();
+        if short.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {} s waiting for every node to know the {want} others in its DHT; \
+             still short: {short:?}",
+            timeout.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
