@@ -112,6 +112,9 @@ pub struct NodeStatus {
     /// Tasks the node tracks that are still running (links, streams, extends).
     #[serde(default)]
     pub tasks: u64,
+    /// Nodes in this node's DHT routing table (0 without the DHT role).
+    #[serde(default)]
+    pub dht_nodes: u64,
 }
 
 #[derive(Default)]
@@ -440,6 +443,7 @@ impl Node {
                 t.retain(|h| !h.is_finished());
                 t.len() as u64
             },
+            dht_nodes: self.dht_table_len() as u64,
         }
     }
 }

@@ -88,6 +88,9 @@ fn dash_against_fake_node_in_tmux() {
     t.keys(&["?"]);
     t.wait_for("any key closes this help", wait);
     t.keys(&["Escape"]);
+    // a key sent right after Escape reaches the program as Alt+key (the terminal's escape
+    // prefix): wait until the help is gone before the next one
+    t.wait_gone("any key closes this help", wait);
 
     // Remove with data, then quit.
     t.keys(&["1"]);

@@ -425,6 +425,8 @@ impl NodeCore {
             for n in probe() {
                 network.relayed_bytes += n.relayed_bytes;
                 network.exit_bytes += n.exit_bytes_out + n.exit_bytes_in;
+                // one node, or the largest table of a demo's embedded nodes
+                network.dht_nodes = network.dht_nodes.max(n.dht_nodes);
             }
         }
         StatusSnapshot {

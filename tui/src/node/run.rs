@@ -408,7 +408,13 @@ pub async fn node(
             }
         }
     }
-    let core = Arc::new(core_for(cfg, directory, node.id().short())?.with_saved_transfers());
+    let probe_node = node.clone();
+    let core = Arc::new(
+        core_for(cfg, directory, node.id().short())?
+            .with_saved_transfers()
+            // `warren status` and the dashboard show this node's relaying and DHT table
+            .with_network_probe(Box::new(move || vec![probe_node.status()])),
+    );
     spawn_directory_refresh(cfg, core.clone(), Some(node.clone()));
     if dht {
         spawn_dht_upkeep(node.clone(), core.clone(), cache);

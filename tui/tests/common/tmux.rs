@@ -91,6 +91,24 @@ impl Tmux {
             .collect()
     }
 
+    /// Waits (bounded) until no screen row contains `needle` (a popup closed); returns the screen.
+    pub fn wait_gone(&self, needle: &str, timeout: Duration) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if !s.iter().any(|l| l.contains(needle)) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {needle:?} to go; screen:\n{}",
+                    s.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (bounded) until some screen row contains `needle`; returns the screen.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Vec<String> {
         let start = Instant::now();
