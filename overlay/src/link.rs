@@ -54,9 +54,9 @@ pub enum FrameAead {
 pub const LINK_FRAME_AEAD: FrameAead = FrameAead::Aes256Gcm;
 pub const LINK_AEAD: LinkAead = LinkAead::Split(LINK_FRAME_AEAD);
 
-/// Frames one direction may seal or open: nonces 0 ..= 2^64 - 2 (2^64 - 1 is never used, as in
-/// Noise), so the counter can never wrap.
-const MAX_FRAMES: u64 = u64::MAX;
+/// The one nonce never used (as in Noise): a direction seals or opens with nonces 0 ..= 2^64 - 2
+/// only, then refuses, so its counter can never wrap.
+const RESERVED_NONCE: u64 = u64::MAX;
 
 enum Sealer {
     Noise(Arc<StatelessTransportState>),
@@ -138,7 +138,7 @@ impl Sealer {
             Sealer::Noise(ts) => {
                 out.resize(start + cell.len() + LINK_TAG, 0);
                 // ok: a CELL_SIZE payload always fits the WIRE_CELL output and snow's 65535-byte
-                // limit, and `n` is below snow's reserved nonce (MAX_FRAMES).
+                // limit, and `n` is below snow's reserved nonce (RESERVED_NONCE).
                 let len = ts
                     .write_message(n, cell, &mut out[start..])
                     .expect("cell-sized Noise transport message");
@@ -195,7 +195,7 @@ impl Sealer {
 /// One direction of link encryption with an explicit per-direction counter nonce.
 pub struct LinkDir {
     sealer: Sealer,
-    /// Nonce of the next frame; frames are refused once it reaches [`MAX_FRAMES`].
+    /// Nonce of the next frame; frames are refused once it reaches [`RESERVED_NONCE`].
     counter: u64,
 }
 
@@ -205,7 +205,7 @@ impl LinkDir {
     }
 
     fn nonce(&self) -> Result<u64, LinkError> {
-        if self.counter >= MAX_FRAMES {
+        if self.counter == RESERVED_NONCE {
             return Err(LinkError::CounterExhausted);
         }
         Ok(self.counter)
@@ -554,8 +554,8 @@ mod tests {
     fn counter_never_wraps() {
         for kind in all_kinds() {
             let (mut a, mut b) = pair_kind(kind);
-            a.send.counter = MAX_FRAMES - 1;
-            b.recv.counter = MAX_FRAMES - 1;
+            a.send.counter = RESERVED_NONCE - 1;
+            b.recv.counter = RESERVED_NONCE - 1;
             let last = sealed(&mut a.send, 5);
             assert_eq!(crate::cell::circ_id(&b.recv.open(&last).unwrap()), 5);
             let mut out = vec![1, 2, 3];
@@ -567,7 +567,7 @@ mod tests {
             );
             a.send.seal_into(&cell, &mut out);
             assert_eq!(out, [1, 2, 3], "nothing appended once exhausted");
-            assert_eq!(a.send.counter, MAX_FRAMES);
+            assert_eq!(a.send.counter, RESERVED_NONCE);
             assert_eq!(b.recv.open(&last), Err(LinkError::CounterExhausted));
         }
     }
