@@ -1,13 +1,13 @@
 //! Noise handshakes (sans-IO): `Noise_IK` for links, `Noise_NK` for each hop of a circuit.
 //!
-//! Links keep Noise's own transport keys (one transport message per cell). For hops, the raw
-//! split keys are fed through HKDF into the onion-layer and MAC keys, see docs/PROTOCOL.md.
+//! For links, the raw split keys are fed through HKDF into the per-direction frame AEAD keys
+//! (`link::LINK_AEAD`); for hops, into the onion-layer and MAC keys, see docs/PROTOCOL.md.
 
 use snow::{Builder, HandshakeState};
 
 use crate::relay_crypto::{HopKeys, LAYER_CIPHER};
 
-/// Link pattern; the AEAD (ChaChaPoly vs AESGCM) was chosen by measurement (docs/PROTOCOL.md).
+/// Link pattern (its AEAD seals only the two handshake messages; cells use `link::LINK_AEAD`).
 pub const LINK_PATTERN: &str = "Noise_IK_25519_AESGCM_BLAKE2s";
 pub const HOP_PATTERN: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
 pub const LINK_PROLOGUE: &[u8] = b"warren-link-v1";
@@ -96,7 +96,9 @@ pub fn link_cipher(
     use crate::link::{LinkAead, LinkCipher, LINK_AEAD};
     Ok(match LINK_AEAD {
         LinkAead::NoiseTransport => LinkCipher::from_transport(hs.into_stateless_transport_mode()?),
-        LinkAead::Blake3Etm => LinkCipher::from_split(&hs.dangerously_get_raw_split(), initiator),
+        LinkAead::Split(aead) => {
+            LinkCipher::from_split_with(aead, &hs.dangerously_get_raw_split(), initiator)
+        }
     })
 }
 
