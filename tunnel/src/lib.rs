@@ -4,9 +4,10 @@
 //! Names are answered locally with fake addresses and travel to the exit with the stream.
 //!
 //! Sans-IO parts: [`classify`], [`dns`], [`fakeip`], [`isolation`], [`nat`], [`flows`].
-//! Edges: [`device`] (tun / channel), [`runtime`] (the stack and relays), [`netns`] and [`wrap`].
+//! Edges: [`device`] (tun / channel), [`runtime`] (the stack and relays), [`netns`], [`child`] and [`wrap`].
 
 pub mod bench;
+pub mod child;
 pub mod classify;
 pub mod device;
 pub mod dns;
@@ -23,4 +24,4 @@ pub use device::{ChannelDevice, ChannelPeer, Device, TunDevice};
 pub use flows::{Counters, FlowStatus, FlowTable, Protocol, TunnelStatus};
 pub use netns::Netns;
 pub use runtime::{Tunnel, TunnelConfig, TunnelError};
-pub use wrap::{run_wrapped, TunnelNamespace};
+pub use wrap::{run_wrapped, TunnelNamespace, WrapOptions};
