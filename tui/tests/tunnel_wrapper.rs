@@ -229,7 +229,7 @@ fn a_program_ignoring_sigterm_is_killed_after_the_grace_period_with_its_children
     let mut w = Child::spawn("warren tunnel", net.tunnel(&["sh", "-c", &script]), &log).unwrap();
     let _sweep = TunnelSweep(w.pid());
     assert!(wait_file(&up, Duration::from_secs(30)), "did not start");
-    assert_eq!(pids_matching("sleep\04111").len(), 1);
+    assert_eq!(pids_matching("sleep\x004111").len(), 1);
     let t0 = Instant::now();
     // SAFETY: signalling our own child by pid.
     unsafe {
@@ -243,7 +243,7 @@ fn a_program_ignoring_sigterm_is_killed_after_the_grace_period_with_its_children
         took >= Duration::from_millis(1800) && took < Duration::from_secs(8),
         "grace 2 s, took {took:?}"
     );
-    assert_nothing_left(w.pid(), "sleep\04111");
+    assert_nothing_left(w.pid(), "sleep\x004111");
 }
 
 /// kill -9 of warren: the program (and what it started) dies at once, the namespace goes.
@@ -260,18 +260,18 @@ fn the_program_and_its_children_die_with_a_killed_warren() {
     let pid = w.pid();
     let _sweep = TunnelSweep(pid);
     assert!(wait_file(&up, Duration::from_secs(30)), "did not start");
-    assert_eq!(pids_matching("sleep\04222").len(), 1);
-    assert_eq!(pids_matching("sleep\04223").len(), 1);
+    assert_eq!(pids_matching("sleep\x004222").len(), 1);
+    assert_eq!(pids_matching("sleep\x004223").len(), 1);
     w.kill9();
     let t0 = Instant::now();
     assert!(
-        wait_gone(&["sleep\04222", "sleep\04223"], Duration::from_secs(1)),
+        wait_gone(&["sleep\x004222", "sleep\x004223"], Duration::from_secs(1)),
         "still running 1 s after warren was killed: {:?} {:?}",
-        pids_matching("sleep\04222"),
-        pids_matching("sleep\04223")
+        pids_matching("sleep\x004222"),
+        pids_matching("sleep\x004223")
     );
     eprintln!("program gone {:?} after kill -9", t0.elapsed());
-    assert_nothing_left(pid, "sleep\04222");
+    assert_nothing_left(pid, "sleep\x004222");
 }
 
 /// An interactive program in a terminal owns it: rtorrent's own screen, no dashboard; the
@@ -352,7 +352,7 @@ fn dash_asks_for_the_dashboard() {
         "warren did not exit:\n{}",
         t.screen().join("\n")
     );
-    assert!(wait_gone(&["sleep\04333"], Duration::from_secs(5)));
+    assert!(wait_gone(&["sleep\x004333"], Duration::from_secs(5)));
     let log = std::fs::read_to_string(net.path("client").join("tunnel-program.log"));
     assert!(
         log.is_ok(),

@@ -335,7 +335,10 @@ assert len(got.split(b'\r\n\r\n', 1)[1]) == 100000, len(got)
         TunnelConfig::default(),
         "/usr/bin/python3".as_ref(),
         &args,
-        Some((65534, 65534)),
+        tunnel::WrapOptions {
+            run_as: Some((65534, 65534)),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

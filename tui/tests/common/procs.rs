@@ -62,7 +62,7 @@ pub fn shell_quote(p: &Path) -> String {
 }
 
 /// Pids (other than this process) whose command line, arguments joined by NUL, contains
-/// `needle` (write `"sleep\04111"` for the process `sleep 4111`).
+/// `needle` (write `"sleep\x004111"` for the process `sleep 4111`).
 pub fn pids_matching(needle: &str) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
