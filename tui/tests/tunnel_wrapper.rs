@@ -359,3 +359,70 @@ fn dash_asks_for_the_dashboard() {
         "the program's output goes to tunnel-program.log"
     );
 }
+
+/// Ctrl-C in the terminal reaches the program once (the kernel sends it to the whole foreground
+/// process group); warren does not send it a second time, and does not end by it.
+#[test]
+fn ctrl_c_in_the_terminal_reaches_the_program_once() {
+    if !ready() || !Tmux::available() {
+        eprintln!("SKIP: needs root and tmux");
+        return;
+    }
+    let net = Net::start();
+    let got = net.path("ints");
+    let up = net.path("up");
+    let status_file = net.path("status");
+    let script = format!(
+        "trap 'echo int >> {got}' INT; echo up > {up}; n=0; while [ $n -lt 40 ]; do sleep 0.1; n=$((n+1)); done; exit 5",
+        got = got.display(),
+        up = up.display()
+    );
+    let mut line = net.warren_line();
+    for a in net.tunnel_args() {
+        line.push(' ');
+        line.push_str(&shell_quote(Path::new(&a)));
+    }
+    line.push_str(&format!(
+        " -- sh -c {}; echo $? > {}",
+        shell_quote(Path::new(&script)),
+        shell_quote(&status_file)
+    ));
+    let t = Tmux::start(&line, 100, 30);
+    assert!(wait_file(&up, Duration::from_secs(30)), "did not start");
+    t.keys(&["C-c"]);
+    assert!(
+        wait_file(&status_file, Duration::from_secs(20)),
+        "warren did not exit:\n{}",
+        t.screen().join("\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap_or_default(),
+        "int\n",
+        "the program got Ctrl-C once"
+    );
+    assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "5");
+}
+
+/// `--status` prints plain status lines on stderr; without it warren prints nothing there.
+#[test]
+fn status_lines_only_when_asked() {
+    if !ready() {
+        return;
+    }
+    let net = Net::start();
+    let mut c = net.warren();
+    c.args(net.tunnel_args())
+        .args(["--status", "--", "sh", "-c", "sleep 6"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("tunnel: 0 flows open"), "{err}");
+    assert!(err.contains("sh exited with status 0"), "{err}");
+    let out = net
+        .tunnel(&["sh", "-c", "echo from-the-program"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-program\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("tunnel:"), "{err}");
+}
