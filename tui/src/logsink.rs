@@ -18,11 +18,6 @@ pub fn redirect_to(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether log lines currently go to a file.
-pub fn redirected() -> bool {
-    FILE.lock().unwrap_or_else(|e| e.into_inner()).is_some()
-}
-
 /// The writer for `tracing_subscriber::fmt().with_writer(logsink::writer)`.
 pub fn writer() -> LogWriter {
     LogWriter
