@@ -3,7 +3,7 @@
 //! every UDP association an anonymous datagram association through an [`overlay::AnonProvider`].
 //! Names are answered locally with fake addresses and travel to the exit with the stream.
 //!
-//! Sans-IO parts: [`classify`], [`dns`], [`fakeip`], [`isolation`], [`nat`], [`flows`].
+//! Sans-IO parts: [`classify`], [`dns`], [`fakeip`], [`isolation`], [`nat`], [`flows`], [`icmp`].
 //! Edges: [`device`] (tun / channel), [`runtime`] (the stack and relays), [`netns`], [`child`] and [`wrap`].
 
 pub mod bench;
@@ -13,11 +13,13 @@ pub mod device;
 pub mod dns;
 pub mod fakeip;
 pub mod flows;
+pub mod icmp;
 pub mod isolation;
 pub mod nat;
 pub mod netns;
 pub mod runtime;
 pub mod system;
+mod udp;
 pub mod wrap;
 
 pub use device::{ChannelDevice, ChannelPeer, Device, TunDevice};
