@@ -158,6 +158,13 @@ impl GlobalArgs {
     }
 }
 
+impl Command {
+    /// `warren tunnel -- CMD` (not `--system`): exits with the program's status.
+    pub fn wraps_a_program(&self) -> bool {
+        matches!(self, Command::Tunnel { system: None, .. })
+    }
+}
+
 fn hops_parser() -> clap::builder::RangedI64ValueParser<u8> {
     clap::value_parser!(u8).range(1..=3)
 }
@@ -211,7 +218,7 @@ pub enum Command {
     },
     /// Run a program with all its traffic sent through circuits
     #[command(
-        after_help = "Examples:\n  warren tunnel -- aria2c 'magnet:?xt=urn:btih:…'\n  warren tunnel --hops 2 --via tor -- curl https://example.org\n  warren tunnel --system up      # system-wide mode with a kill switch\n  warren tunnel --system down"
+        after_help = "The program owns the terminal: warren draws nothing over it (see the tunnel with\n`warren dash` in another terminal, or ask for the dashboard with --dash). SIGTERM, SIGINT\nand SIGHUP are passed on to it; it is killed --grace seconds after the first, and it dies\nwith warren if warren is killed. Ctrl-C and a terminal hangup reach it directly.\n\nExit status:\n  the program's own, or 128+N if it died of signal N (137 = killed)\n  125  warren failed: bad config, no overlay, namespace, tun or dashboard failure\n  126  the program was found but cannot be run\n  127  the program was not found\n  2    bad command line\n\nExamples:\n  warren tunnel -- aria2c 'magnet:?xt=urn:btih:…'\n  warren tunnel --hops 2 --via tor -- curl https://example.org\n  warren tunnel --dash -- aria2c 'magnet:?xt=urn:btih:…'   # program output to <data-dir>/tunnel-program.log\n  warren tunnel --system up      # system-wide mode with a kill switch\n  warren tunnel --system down"
     )]
     Tunnel {
         /// Circuit hop count, 1-3 [default: from config]
@@ -220,8 +227,17 @@ pub enum Command {
         /// System-wide mode instead of wrapping one program
         #[arg(long, value_enum, value_name = "up|down")]
         system: Option<SystemMode>,
-        /// Plain progress lines instead of the dashboard
+        /// Seconds the program has to exit after a signal before it is killed [default: config tunnel.grace_secs, 5]
+        #[arg(long, value_name = "SECS")]
+        grace: Option<u64>,
+        /// Show the dashboard on this terminal; the program's output goes to <data-dir>/tunnel-program.log
+        #[arg(long, conflicts_with_all = ["no_tui", "status"])]
+        dash: bool,
+        /// Plain tunnel status lines (and warren's log) on stderr while the program runs
         #[arg(long)]
+        status: bool,
+        /// No dashboard (the default; kept for scripts)
+        #[arg(long, hide = true)]
         no_tui: bool,
         /// The program and its arguments
         #[arg(last = true, value_name = "CMD")]

@@ -257,7 +257,10 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
         Command::Tunnel {
             hops,
             system,
-            no_tui,
+            grace,
+            dash,
+            status,
+            no_tui: _,
             cmd,
         } => {
             match system {
@@ -272,14 +275,16 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
                 }
                 None => {}
             }
-            let code = runtime()?.block_on(crate::node::run::tunnel(
-                &cfg,
+            let run = crate::node::wrap::TunnelRun {
                 hops,
-                &cmd,
-                crate::dash::want_tui(no_tui),
-            ))?;
+                grace,
+                dash,
+                status,
+            };
+            let code = runtime()?.block_on(crate::node::wrap::tunnel(&cfg, &run, &cmd))?;
             if code != 0 {
-                bail!("the wrapped program exited with status {code}");
+                // main exits with it, silently (like `ip netns exec`)
+                return Err(crate::exit::WrapperExit::from_code(code).into());
             }
             Ok(())
         }

@@ -32,6 +32,23 @@ pub struct Config {
     /// Tor (arti) settings, used with `via = "tor"` or `"auto"`; state and cache directories
     /// default to `<data_dir>/tor/`.
     pub tor: warren_tor::TorConfig,
+    /// `warren tunnel -- CMD`.
+    pub tunnel: TunnelWrapConfig,
+}
+
+/// How `warren tunnel -- CMD` treats the program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TunnelWrapConfig {
+    /// Seconds the program has to exit after SIGTERM/SIGINT/SIGHUP is passed on to it, before
+    /// it is killed (flag: `warren tunnel --grace`).
+    pub grace_secs: u64,
+}
+
+impl Default for TunnelWrapConfig {
+    fn default() -> Self {
+        TunnelWrapConfig { grace_secs: 5 }
+    }
 }
 
 /// Listening and bootstrapping.
@@ -127,6 +144,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             mainline_dht: MainlineDhtConfig::default(),
             tor: warren_tor::TorConfig::default(),
+            tunnel: TunnelWrapConfig::default(),
         }
     }
 }
@@ -394,6 +412,7 @@ mod tests {
         assert!(c.roles.dht && !c.roles.relay && !c.roles.exit);
         assert_eq!(c.network.listen.port(), 7700);
         assert_eq!(c.rate_limits.relay, 0);
+        assert_eq!(c.tunnel.grace_secs, 5);
         // An empty file is the defaults.
         assert_eq!(Config::parse("", Path::new("c.toml")).unwrap(), c);
         // Defaults survive a round trip through `config show`.
@@ -439,6 +458,9 @@ allow_ports = ["443", "6881-6889"]
 
 [rate_limits]
 relay = 1048576
+
+[tunnel]
+grace_secs = 12
 "#;
         let c = Config::parse(text, Path::new("c.toml")).unwrap();
         assert_eq!(c.hops, 2);
@@ -448,6 +470,7 @@ relay = 1048576
         assert!(c.roles.relay && c.roles.exit && c.roles.dht);
         assert_eq!(c.rate_limits.relay, 1 << 20);
         assert_eq!(c.rate_limits.exit, 0);
+        assert_eq!(c.tunnel.grace_secs, 12);
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod dash;
+pub mod exit;
 pub mod handler;
+pub mod logsink;
 pub mod node;
 pub mod status;

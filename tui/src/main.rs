@@ -6,13 +6,15 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = warren::cli::Cli::parse();
+    // `warren tunnel -- CMD` exits with the program's status, and 125-127 for its own failures
+    let wrapper = cli.command.wraps_a_program();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.global.log_level()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // colour only for a terminal: log files stay plain text
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(warren::logsink::writer)
+        // colour only for a terminal: log files (and `warren tunnel`'s, see logsink) stay plain
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && !wrapper)
         .init();
     let paths = warren::config::Paths::from_env();
     // not locked for the whole run: the dashboard writes to the terminal from its own thread
@@ -21,8 +23,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` prints the whole context chain on one line: "what failed: why".
-            eprintln!("warren: error: {e:#}");
-            ExitCode::FAILURE
+            let (code, message) = warren::exit::for_error(&e, wrapper);
+            if let Some(m) = message {
+                eprintln!("warren: error: {m}");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -505,6 +505,93 @@ fn aria2c_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_exit()
     bed.assert_no_leak();
 }
 
+/// Pids whose command line contains `needle`.
+fn pids_matching(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| p != me)
+                .filter(|p| {
+                    let c = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&c).contains(needle)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// kill -9 of `warren tunnel` in the middle of aria2c's download: aria2c is gone within a
+/// second, the namespace goes, and nothing left the client host in the clear before or after.
+#[test]
+fn aria2c_dies_with_a_killed_warren_tunnel_and_nothing_leaks() {
+    if !tools_present() || !warren_tests::have("aria2c") {
+        eprintln!("SKIP: needs root, tcpdump, opentracker, python3-libtorrent and aria2c");
+        return;
+    }
+    let mut bed = Bed::start();
+    let dl = bed.dir.path().join("aria2-killed");
+    std::fs::create_dir_all(&dl).unwrap();
+    let marker = dl.to_string_lossy().into_owned();
+    let mut t = bed.warren_on_client();
+    t.args(["tunnel", "--hops", "3", "--", "aria2c"])
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            // slow, so that it is still downloading when warren is killed
+            "--max-overall-download-limit=64K",
+            "--disk-cache=0",
+            "--file-allocation=none",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--bt-save-metadata=false",
+            "--disable-ipv6=true",
+            "-d",
+        ])
+        .arg(&dl)
+        .arg(&bed.magnet);
+    let log = bed.dir.path().join("tunnel-killed.log");
+    let mut c = Child::spawn("warren tunnel aria2c", t, &log).unwrap();
+    let pid = c.pid();
+    let _sweep = TunnelSweep(pid);
+    // mid-download: some of the payload is on disk
+    let part = dl.join("payload.bin");
+    let started = warren_tests::proc::wait_until(Duration::from_secs(90), || {
+        std::fs::read(&part)
+            .map(|b| b.iter().filter(|&&x| x != 0).count() > 64 * 1024)
+            .unwrap_or(false)
+    });
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(started, "aria2c did not start downloading:\n{out}");
+    assert_eq!(pids_matching(&marker).len(), 2, "warren and aria2c");
+    assert!(
+        std::fs::read(&part).map(|b| b != bed.data).unwrap_or(true),
+        "already complete: the download is not slow enough for this test"
+    );
+    c.kill9();
+    let t0 = Instant::now();
+    let gone = warren_tests::proc::wait_until(Duration::from_secs(1), || {
+        pids_matching(&marker).is_empty()
+    });
+    assert!(
+        gone,
+        "aria2c still runs 1 s after warren was killed: {:?}",
+        pids_matching(&marker)
+    );
+    eprintln!("aria2c gone {:?} after kill -9 of warren", t0.elapsed());
+    // the reaper removes the namespace and then exits
+    let prefix = format!("warren-{pid}-");
+    let clean = warren_tests::proc::wait_until(Duration::from_secs(5), || {
+        let l = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        !String::from_utf8_lossy(&l.stdout).contains(&prefix) && pids_matching(&prefix).is_empty()
+    });
+    assert!(clean, "the namespace or its reaper is left");
+    bed.assert_no_leak();
+}
+
 #[test]
 fn transmission_in_the_tunnel_leaks_nothing_and_tracker_and_seeder_see_only_the_exit() {
     if !tools_present() || !warren_tests::have("transmission-cli") {

@@ -181,6 +181,31 @@ impl Netns {
             .collect())
     }
 
+    /// The processes whose network namespace this is (`ip netns pids`).
+    pub fn pids(&self) -> Vec<libc::pid_t> {
+        ip(&["netns", "pids", &self.name])
+            .map(|out| {
+                out.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sends `sig` to every process inside; returns how many there were.
+    pub fn signal_all(&self, sig: libc::c_int) -> usize {
+        let pids = self.pids();
+        for &p in &pids {
+            crate::child::signal(p, sig);
+        }
+        pids.len()
+    }
+
+    /// Starts the namespace's [`Reaper`].
+    pub fn reaper(&self) -> Result<Reaper, TunnelError> {
+        Reaper::start(&self.name)
+    }
+
     /// Deletes the namespace now (also done on drop for an owning handle).
     pub fn delete(mut self) -> Result<(), TunnelError> {
         self.owned = false;
@@ -195,11 +220,70 @@ impl Drop for Netns {
         if !self.owned {
             return;
         }
+        // nothing may live on in a namespace that has lost its name and its tun
+        let left = self.signal_all(libc::SIGKILL);
+        if left > 0 {
+            debug!("killed {left} processes left in namespace {}", self.name);
+        }
         match ip(&["netns", "del", &self.name]) {
             Ok(_) => debug!("deleted namespace {}", self.name),
             Err(e) => warn!("could not delete namespace {}: {e}", self.name),
         }
         let _ = std::fs::remove_dir_all(self.etc_dir());
+    }
+}
+
+/// What ends the namespace's processes and removes it when warren cannot: a `sh` in its own
+/// session (no terminal signal reaches it), outside the namespace, blocked reading a pipe whose
+/// only writer is warren. When warren exits or dies (SIGKILL, a crash) the pipe reaches end of
+/// file and the reaper kills every process in the namespace and deletes it and its
+/// `/etc/netns` files. After a clean teardown it finds nothing and exits.
+pub struct Reaper {
+    child: std::process::Child,
+}
+
+/// `$0` = the namespace's name (validated: no shell metacharacters).
+const REAPER_SCRIPT: &str = r#"trap '' INT TERM HUP QUIT PIPE
+while read -r _line; do :; done
+for p in $(ip netns pids "$0" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+ip netns del "$0" 2>/dev/null
+rm -rf "/etc/netns/$0"
+"#;
+
+impl Reaper {
+    fn start(name: &str) -> Result<Reaper, TunnelError> {
+        if !valid_name(name) {
+            return Err(TunnelError::Netns(format!("bad namespace name {name:?}")));
+        }
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", REAPER_SCRIPT, name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid(2) is async-signal-safe; it only detaches the reaper from warren's
+        // session and terminal, so Ctrl-C or a hangup does not end it.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| TunnelError::Netns(format!("cannot start the namespace reaper: {e}")))?;
+        Ok(Reaper { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // end of file for the reaper; it finds the namespace gone and exits at once
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
 }
 
@@ -218,5 +302,31 @@ mod tests {
         assert!(!valid_name("../x"));
         assert!(!valid_name(""));
         assert!(Netns::existing("x/y").is_err());
+    }
+
+    /// The reaper removes a namespace whose owner vanished without cleaning up (here: a handle
+    /// that forgets it), with the process left inside.
+    #[test]
+    fn reaper_removes_an_abandoned_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: needs root");
+            return;
+        }
+        let ns = Netns::create(&unique_name("wtr-")).unwrap();
+        let name = ns.name().to_string();
+        let mut inside = ns.command("sleep", ["30"]).spawn().unwrap();
+        let reaper = ns.reaper().unwrap();
+        std::mem::forget(ns);
+        let t0 = std::time::Instant::now();
+        drop(reaper);
+        let st = inside.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(libc::SIGKILL)
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+        let list = ip(&["netns", "list"]).unwrap();
+        assert!(!list.contains(&name), "{list}");
     }
 }

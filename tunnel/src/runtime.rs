@@ -1,15 +1,14 @@
 //! The tunnel's async edge: device pumps, the userspace TCP/IP stack (netstack-smoltcp), TCP
-//! flows relayed through `AnonProvider::connect`, the UDP NAT carried by provider datagrams,
-//! and the local DNS resolver. Decisions are made by the sans-IO modules (classify, dns,
-//! fakeip, isolation, nat, flows); this module only moves bytes.
+//! flows relayed through `AnonProvider::connect`; the UDP NAT carried by provider datagrams and
+//! the local DNS resolver are in `udp`. Decisions are made by the sans-IO modules (classify,
+//! dns, fakeip, icmp, isolation, nat, flows); these modules only move bytes.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, SinkExt, StreamExt};
-use overlay::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, Target};
+use overlay::{AnonProvider, BoxStream, IsolationKey, Target};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -17,11 +16,9 @@ use tracing::{debug, info, warn};
 
 use crate::classify::{classify, PacketClass};
 use crate::device::Device;
-use crate::dns;
 use crate::fakeip::FakeIpPool;
 use crate::flows::{FlowEntry, FlowGuard, FlowTable, Protocol, TunnelStatus};
 use crate::isolation::{Destination, Isolator};
-use crate::nat::{NatDecision, NatTable};
 
 /// Everything the tunnel can be tuned with. `Default` gives the values `warren tunnel` uses.
 #[derive(Debug, Clone)]
@@ -99,25 +96,25 @@ pub enum TunnelError {
 }
 
 /// What the TCP and UDP paths share: name mapping and isolation.
-struct Shared {
-    cfg: TunnelConfig,
+pub(crate) struct Shared {
+    pub(crate) cfg: TunnelConfig,
     pool: Mutex<FakeIpPool>,
     isolator: Mutex<Isolator>,
-    flows: FlowTable,
+    pub(crate) flows: FlowTable,
 }
 
 impl Shared {
-    fn pool(&self) -> std::sync::MutexGuard<'_, FakeIpPool> {
+    pub(crate) fn pool(&self) -> std::sync::MutexGuard<'_, FakeIpPool> {
         // ok: the pool's operations cannot panic half-way, a poisoned lock is still consistent
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn isolator(&self) -> std::sync::MutexGuard<'_, Isolator> {
+    pub(crate) fn isolator(&self) -> std::sync::MutexGuard<'_, Isolator> {
         self.isolator.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Where a packet to `dst` should go: a name (fake IP) or an address. `None` for the
     /// tunnel's own addresses, unmapped fake addresses and IPv6.
-    fn target_for(&self, dst: SocketAddr) -> Option<(Target, Destination)> {
+    pub(crate) fn target_for(&self, dst: SocketAddr) -> Option<(Target, Destination)> {
         let IpAddr::V4(ip) = dst.ip() else {
             return None;
         };
@@ -226,10 +223,18 @@ impl Tunnel {
             let _ = closed_tx.send(true);
         }));
 
-        // stack -> tun
+        // stack -> tun, and the tunnel's own ICMP errors
         let dev = device;
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<u8>>(256);
         tasks.push(tokio::spawn(async move {
-            while let Some(Ok(pkt)) = stack_stream.next().await {
+            loop {
+                let pkt = tokio::select! {
+                    p = stack_stream.next() => match p {
+                        Some(Ok(p)) => p,
+                        _ => break,
+                    },
+                    Some(p) = raw_rx.recv() => p,
+                };
                 if let Err(e) = dev.send(&pkt).await {
                     info!("tunnel device write failed: {e}");
                     break;
@@ -242,7 +247,9 @@ impl Tunnel {
             provider.clone(),
             shared.clone(),
         )));
-        tasks.push(tokio::spawn(udp_loop(udp, provider, shared)));
+        tasks.push(tokio::spawn(crate::udp::udp_loop(
+            udp, provider, shared, raw_tx,
+        )));
         Ok(Tunnel {
             flows,
             tasks,
@@ -406,209 +413,14 @@ where
     }
 }
 
-type UdpOut = (Vec<u8>, SocketAddr, SocketAddr);
-type AssocSender = mpsc::Sender<(Vec<u8>, Target)>;
-
-enum AssocEvent {
-    Reply {
-        src: SocketAddr,
-        from: SocketAddr,
-        payload: Vec<u8>,
-    },
-    Closed {
-        src: SocketAddr,
-        id: u64,
-    },
-}
-
-async fn udp_loop(
-    udp: netstack_smoltcp::UdpSocket,
-    provider: Arc<dyn AnonProvider>,
-    shared: Arc<Shared>,
-) {
-    let (mut rd, mut wr) = udp.split();
-    let cfg = shared.cfg.clone();
-    // One writer owns the stack's UDP sink.
-    let (reply_tx, mut reply_rx) = mpsc::channel::<UdpOut>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = reply_rx.recv().await {
-            if let Err(e) = wr.send(m).await {
-                debug!("UDP reply not delivered to the stack: {e}");
-            }
-        }
-    });
-    let mut nat = NatTable::new(cfg.udp_idle, cfg.max_udp_assocs);
-    let mut senders: HashMap<SocketAddr, (u64, AssocSender)> = HashMap::new();
-    let (ev_tx, mut ev_rx) = mpsc::channel::<AssocEvent>(1024);
-    let mut assocs = JoinSet::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1).min(cfg.udp_idle));
-    loop {
-        tokio::select! {
-            m = rd.next() => {
-                let Some((payload, src, dst)) = m else { break };
-                while assocs.try_join_next().is_some() {}
-                if dst.ip() == IpAddr::V4(cfg.dns_addr) {
-                    if dst.port() == 53 {
-                        if let Some(resp) = answer_dns(&shared, &payload) {
-                            let _ = reply_tx.try_send((resp, dst, src));
-                        }
-                    }
-                    continue;
-                }
-                let Some((target, _dest)) = shared.target_for(dst) else {
-                    shared.flows.count_event(|c| c.udp_datagrams_dropped += 1);
-                    continue;
-                };
-                let now = Instant::now();
-                let id = match nat.outgoing(src, now) {
-                    NatDecision::Existing(id) => id,
-                    NatDecision::New(id) => {
-                        let iso = shared.isolator().unique_key();
-                        let (tx, rx) = mpsc::channel(cfg.udp_queue.max(1));
-                        senders.insert(src, (id, tx));
-                        let guard = shared.flows.open(Protocol::Udp, src, "udp (any)".into(), iso.0, now);
-                        assocs.spawn(udp_assoc(provider.clone(), iso, src, id, rx, ev_tx.clone(), guard, cfg.connect_timeout));
-                        id
-                    }
-                    NatDecision::Full => {
-                        shared.flows.count_event(|c| c.udp_datagrams_dropped += 1);
-                        continue;
-                    }
-                };
-                if matches!(target, Target::Host(..)) {
-                    nat.note_host_target(src, dst);
-                }
-                match senders.get(&src) {
-                    Some((sid, tx)) if *sid == id => {
-                        if tx.try_send((payload, target)).is_err() {
-                            shared.flows.count_event(|c| c.udp_datagrams_dropped += 1);
-                        }
-                    }
-                    _ => shared.flows.count_event(|c| c.udp_datagrams_dropped += 1),
-                }
-            }
-            ev = ev_rx.recv() => {
-                match ev {
-                    Some(AssocEvent::Reply { src, from, payload }) => {
-                        if let Some(shown) = nat.incoming(src, from, Instant::now()) {
-                            if reply_tx.try_send((payload, shown, src)).is_err() {
-                                shared.flows.count_event(|c| c.udp_datagrams_dropped += 1);
-                            }
-                        }
-                    }
-                    Some(AssocEvent::Closed { src, id }) => {
-                        nat.remove(src, id);
-                        if senders.get(&src).is_some_and(|(sid, _)| *sid == id) {
-                            senders.remove(&src);
-                        }
-                    }
-                    None => break,
-                }
-            }
-            _ = tick.tick() => {
-                for (src, id) in nat.expire(Instant::now()) {
-                    debug!("UDP association {id} from {src} idle, closing");
-                    if senders.get(&src).is_some_and(|(sid, _)| *sid == id) {
-                        senders.remove(&src);
-                    }
-                }
-            }
-        }
-    }
-    writer.abort();
-}
-
-fn answer_dns(shared: &Shared, payload: &[u8]) -> Option<Vec<u8>> {
-    shared.flows.count_event(|c| c.dns_queries += 1);
-    match dns::parse_query(payload) {
-        Ok(q) => {
-            let answer =
-                dns::answer_locally(&q, shared.cfg.dns_ttl, |name| shared.pool().assign(name));
-            debug!("DNS {} type {} -> {:?}", q.name, q.qtype, answer);
-            Some(dns::encode_response(&q, &answer))
-        }
-        Err(e) => {
-            debug!("dropped a bad DNS query: {e}");
-            shared.flows.count_event(|c| c.dns_bad += 1);
-            None
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn udp_assoc(
-    provider: Arc<dyn AnonProvider>,
-    iso: IsolationKey,
-    src: SocketAddr,
-    id: u64,
-    mut out: mpsc::Receiver<(Vec<u8>, Target)>,
-    events: mpsc::Sender<AssocEvent>,
-    guard: FlowGuard,
-    connect_timeout: Duration,
-) {
-    let dg: Arc<dyn AnonDatagram> =
-        match tokio::time::timeout(connect_timeout, provider.datagram(iso)).await {
-            Ok(Ok(d)) => Arc::from(d),
-            Ok(Err(e)) => {
-                debug!("UDP association for {src} could not be opened: {e}");
-                let _ = events.send(AssocEvent::Closed { src, id }).await;
-                return;
-            }
-            Err(_) => {
-                debug!("UDP association for {src}: timed out opening");
-                let _ = events.send(AssocEvent::Closed { src, id }).await;
-                return;
-            }
-        };
-    let entry = guard.entry.clone();
-    let rdg = dg.clone();
-    let rentry = entry.clone();
-    let revents = events.clone();
-    let mut receiver = tokio::spawn(async move {
-        let mut buf = vec![0u8; 65535];
-        loop {
-            match rdg.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    rentry.add_down(n);
-                    let ev = AssocEvent::Reply {
-                        src,
-                        from,
-                        payload: buf[..n].to_vec(),
-                    };
-                    if revents.send(ev).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    debug!("UDP association for {src} closed by the provider: {e}");
-                    break;
-                }
-            }
-        }
-    });
-    loop {
-        tokio::select! {
-            m = out.recv() => {
-                let Some((payload, target)) = m else { break };
-                entry.add_up(payload.len());
-                if let Err(e) = dg.send_to(&payload, &target).await {
-                    debug!("UDP datagram to {target} not sent: {e}");
-                }
-            }
-            _ = &mut receiver => break,
-        }
-    }
-    receiver.abort();
-    let _ = events.send(AssocEvent::Closed { src, id }).await;
-    drop(guard);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::classify::tests::ipv4;
     use crate::device::ChannelDevice;
+    use crate::dns;
     use async_trait::async_trait;
+    use overlay::AnonDatagram;
     use overlay::ProviderError;
 
     #[test]
@@ -696,6 +508,47 @@ mod tests {
         let sp = u16::from_be_bytes([p[ihl], p[ihl + 1]]);
         let dp = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
         ((s, sp).into(), (d, dp).into(), p[ihl + 8..].to_vec())
+    }
+
+    /// Refuses every datagram association, as Tor does.
+    struct NoUdp;
+    #[async_trait]
+    impl AnonProvider for NoUdp {
+        fn name(&self) -> &'static str {
+            "no-udp"
+        }
+        async fn connect(&self, _: &Target, _: IsolationKey) -> Result<BoxStream, ProviderError> {
+            Err(ProviderError::Unsupported("TCP"))
+        }
+        async fn datagram(&self, _: IsolationKey) -> Result<Box<dyn AnonDatagram>, ProviderError> {
+            Err(ProviderError::Unsupported("UDP"))
+        }
+        async fn resolve(&self, _: &str, _: IsolationKey) -> Result<Vec<IpAddr>, ProviderError> {
+            Err(ProviderError::Unsupported("resolve"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_datagrams_get_port_unreachable() {
+        let (dev, mut peer) = ChannelDevice::pair(64);
+        let _tunnel =
+            Tunnel::start(Arc::new(dev), Arc::new(NoUdp), TunnelConfig::default()).unwrap();
+        let me: SocketAddr = "198.18.0.1:40001".parse().unwrap();
+        let to: SocketAddr = "203.0.113.9:6969".parse().unwrap();
+        for _ in 0..2 {
+            peer.to_stack.send(udp(me, to, b"announce")).await.unwrap();
+            let out = tokio::time::timeout(Duration::from_secs(5), peer.from_stack.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            let SocketAddr::V4(m) = me else {
+                unreachable!()
+            };
+            let SocketAddr::V4(t) = to else {
+                unreachable!()
+            };
+            assert_eq!(out, crate::icmp::port_unreachable(m, t, 8));
+        }
     }
 
     #[tokio::test]

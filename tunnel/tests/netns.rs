@@ -335,7 +335,10 @@ assert len(got.split(b'\r\n\r\n', 1)[1]) == 100000, len(got)
         TunnelConfig::default(),
         "/usr/bin/python3".as_ref(),
         &args,
-        Some((65534, 65534)),
+        tunnel::WrapOptions {
+            run_as: Some((65534, 65534)),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
@@ -425,4 +428,70 @@ print('refused-by-exit', s.recv(100), time.time() - t < 5)
     assert!(out.contains("served 5"), "{out}");
     assert!(out.contains("refused-by-exit b'' True"), "{out}");
     assert_eq!(tns.status().counters.tcp_flows_refused, 3);
+}
+
+/// A provider that refuses UDP, as Tor does (TCP is not used here).
+struct NoUdp;
+
+#[async_trait::async_trait]
+impl overlay::AnonProvider for NoUdp {
+    fn name(&self) -> &'static str {
+        "no-udp"
+    }
+    async fn connect(
+        &self,
+        _: &overlay::Target,
+        _: overlay::IsolationKey,
+    ) -> Result<overlay::BoxStream, overlay::ProviderError> {
+        Err(overlay::ProviderError::Unsupported("TCP"))
+    }
+    async fn datagram(
+        &self,
+        _: overlay::IsolationKey,
+    ) -> Result<Box<dyn overlay::AnonDatagram>, overlay::ProviderError> {
+        Err(overlay::ProviderError::Unsupported("UDP"))
+    }
+    async fn resolve(
+        &self,
+        _: &str,
+        _: overlay::IsolationKey,
+    ) -> Result<Vec<std::net::IpAddr>, overlay::ProviderError> {
+        Err(overlay::ProviderError::Unsupported("resolve"))
+    }
+}
+
+/// A UDP send the provider refuses fails fast: the tunnel answers with ICMP port unreachable,
+/// so a connected socket gets ECONNREFUSED within a second (by address and by name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_udp_gets_econnrefused_at_once() {
+    skip_unless_ready!("python3");
+    let ns = Netns::create(&unique_name("wt-")).unwrap();
+    let tns = TunnelNamespace::attach(Arc::new(NoUdp), TunnelConfig::default(), ns).unwrap();
+    let script = r#"
+import socket, time
+for host in ('192.0.2.10', 'tracker.example'):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect((host, 6969))
+    t = time.time()
+    s.send(b'announce')
+    try:
+        s.recv(100)
+        print('GOT-REPLY')
+    except ConnectionRefusedError:
+        print('REFUSED %.3f' % (time.time() - t))
+    except socket.timeout:
+        print('TIMEOUT')
+"#;
+    let (code, out, err) = run(py(&tns, script)).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}\n{err}");
+    for l in lines {
+        let secs: f64 = l
+            .strip_prefix("REFUSED ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("not refused: {out}\n{err}"));
+        assert!(secs < 1.0, "refused after {secs} s");
+    }
 }

@@ -7,6 +7,7 @@ pub mod app;
 pub mod plain;
 pub mod render;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event};
@@ -25,8 +26,20 @@ pub const REFRESH: Duration = Duration::from_millis(1000);
 /// Runs the dashboard on the real terminal until the user quits. Blocking: call it from a plain
 /// thread (or `spawn_blocking`), not from inside an async task.
 pub fn run(ctl: &mut dyn Control) -> std::io::Result<()> {
+    run_until(ctl, &AtomicBool::new(false))
+}
+
+/// [`run`] that also ends (within a frame) once `stop` is set.
+pub fn run_until(ctl: &mut dyn Control, stop: &AtomicBool) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let result = run_on(&mut terminal, ctl, &mut |timeout| {
+        if stop.load(Ordering::Relaxed) {
+            // what Ctrl-C does in every mode
+            return Ok(Some(Event::Key(event::KeyEvent::new(
+                event::KeyCode::Char('c'),
+                event::KeyModifiers::CONTROL,
+            ))));
+        }
         if event::poll(timeout)? {
             Ok(Some(event::read()?))
         } else {

@@ -12,5 +12,6 @@ pub mod hidden;
 pub mod run;
 pub mod saved;
 pub mod via;
+pub mod wrap;
 
 pub use self::core::NodeCore;

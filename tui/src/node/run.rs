@@ -235,7 +235,7 @@ fn exit_policy(cfg: &Config) -> Result<ExitPolicy> {
     Ok(p)
 }
 
-fn data_dir(cfg: &Config) -> Result<PathBuf> {
+pub(super) fn data_dir(cfg: &Config) -> Result<PathBuf> {
     cfg.data_dir
         .clone()
         .ok_or_else(|| anyhow!("no data directory: set --data-dir or XDG_DATA_HOME"))
@@ -255,7 +255,11 @@ fn client_config(cfg: &Config) -> Result<overlay::ClientConfig> {
     Ok(c)
 }
 
-fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result<NodeCore> {
+pub(super) fn core_for(
+    cfg: &Config,
+    directory: Vec<Descriptor>,
+    node_id: String,
+) -> Result<NodeCore> {
     let mut clients = Clients::new(client_config(cfg)?, directory);
     clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
     let data = data_dir(cfg)?;
@@ -280,7 +284,7 @@ fn core_for(cfg: &Config, directory: Vec<Descriptor>, node_id: String) -> Result
 }
 
 /// Serves the control socket in the background; a failure to bind is a warning, not fatal.
-fn serve_socket(cfg: &Config, core: Arc<NodeCore>, out: &mut dyn Write) {
+pub(super) fn serve_socket(cfg: &Config, core: Arc<NodeCore>, out: &mut dyn Write) {
     let Some(path) = cfg.socket.clone() else {
         return;
     };
@@ -571,105 +575,6 @@ pub async fn seed(
     }
     core.shutdown_all();
     Ok(())
-}
-
-/// `warren tunnel -- CMD`: runs CMD in a namespace whose only route is the tunnel; returns its
-/// exit code. With `tui`, CMD's output goes to `<data-dir>/tunnel-program.log` and the dashboard
-/// shows its flows; quitting the dashboard stops CMD.
-pub async fn tunnel(cfg: &Config, hops: Option<u8>, cmd: &[String], tui: bool) -> Result<i32> {
-    let Some((prog, args)) = cmd.split_first() else {
-        bail!("nothing to run: give a command after `--`, e.g. `warren tunnel -- aria2c MAGNET`");
-    };
-    if cfg.network.bootstrap.is_empty() && super::via::needs_overlay(cfg) {
-        bail!("no overlay to reach: give descriptor files of running nodes with --bootstrap FILE");
-    }
-    let directory = resolve_directory(&cfg.network.bootstrap).await?;
-    let core = Arc::new(core_for(cfg, directory, "tunnel".into())?);
-    let provider = core
-        .clients()
-        .exit_provider(hops.unwrap_or(cfg.hops))
-        .clone();
-    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    if !tui {
-        let status = ::tunnel::wrap::run_wrapped(
-            provider,
-            ::tunnel::runtime::TunnelConfig::default(),
-            std::ffi::OsStr::new(prog),
-            &args,
-            None,
-        )
-        .await
-        .map_err(|e| anyhow!("tunnel: {e}"))?;
-        return Ok(status.code().unwrap_or(1));
-    }
-    let tns = Arc::new(
-        ::tunnel::wrap::TunnelNamespace::setup(
-            provider,
-            ::tunnel::runtime::TunnelConfig::default(),
-        )
-        .map_err(|e| anyhow!("tunnel: {e}"))?,
-    );
-    let data = data_dir(cfg)?;
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let log_path = data.join("tunnel-program.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
-    let mut command = tns.command(prog, &args);
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start {prog}"))?;
-    let probe = tns.clone();
-    core.set_flow_probe(Box::new(move || {
-        probe.status().flows.into_iter().map(flow_status).collect()
-    }));
-    core.warn(
-        "tunnel",
-        format!(
-            "running {prog} in the tunnel; its output goes to {}",
-            log_path.display()
-        ),
-    );
-    let (mut ctl, rx) = channel();
-    tokio::spawn(serve_channel(core.clone(), rx));
-    let dash = tokio::task::spawn_blocking(move || crate::dash::run(&mut ctl));
-    tokio::pin!(dash);
-    let code = tokio::select! {
-        st = child.wait() => {
-            let code = st.map(|s| s.code().unwrap_or(1)).unwrap_or(1);
-            core.warn("tunnel", format!("{prog} exited with status {code}; press q to leave"));
-            let _ = (&mut dash).await;
-            code
-        }
-        d = &mut dash => {
-            let _ = child.kill().await;
-            if let Ok(Err(e)) = d {
-                return Err(anyhow!("dashboard failed: {e}"));
-            }
-            // stopped by the user
-            130
-        }
-    };
-    drop(tns);
-    Ok(code)
-}
-
-fn flow_status(f: ::tunnel::FlowStatus) -> crate::status::FlowStatus {
-    crate::status::FlowStatus {
-        source: f.local.to_string(),
-        destination: f.destination,
-        protocol: match f.protocol {
-            ::tunnel::Protocol::Tcp => crate::status::FlowProtocol::Tcp,
-            ::tunnel::Protocol::Udp => crate::status::FlowProtocol::Udp,
-        },
-        bytes_sent: f.bytes_up,
-        bytes_received: f.bytes_down,
-        circuit: Some(f.isolation),
-    }
 }
 
 /// Where the system tunnel's undo record lives for this data directory.

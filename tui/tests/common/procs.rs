@@ -97,3 +97,75 @@ pub fn wait_network_formed(sockets: &[std::path::PathBuf], timeout: Duration) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Single-quotes `p` for `sh`.
+pub fn shell_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// Pids (other than this process) whose command line, arguments joined by NUL, contains
+/// `needle` (write `"sleep\x004111"` for the process `sleep 4111`).
+pub fn pids_matching(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // a zombie has an empty command line: it is gone for our purposes
+            String::from_utf8_lossy(&cmd).contains(needle)
+        })
+        .collect()
+}
+
+/// Waits until no process matches any of `needles`.
+pub fn wait_gone(needles: &[&str], timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if needles.iter().all(|n| pids_matching(n).is_empty()) {
+            return true;
+        }
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The namespaces a `warren tunnel` process with pid `pid` made (`warren-<pid>-<n>`) that are
+/// still listed.
+pub fn namespaces_of(pid: u32) -> Vec<String> {
+    let prefix = format!("warren-{pid}-");
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| n.starts_with(&prefix))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the namespaces (and /etc/netns dirs) a `warren tunnel` process made, and what runs
+/// in them, in case the test failed before warren could.
+pub struct TunnelSweep(pub u32);
+
+impl Drop for TunnelSweep {
+    fn drop(&mut self) {
+        for n in namespaces_of(self.0) {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", &n]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", &n]).status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&n));
+        }
+    }
+}
