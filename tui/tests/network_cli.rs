@@ -489,7 +489,7 @@ fn tunnel_shows_the_dashboard_in_a_terminal_and_reports_the_program_exit() {
     for d in &descs {
         cmd.push_str(&format!(" --bootstrap {}", d.display()));
     }
-    cmd.push_str(" tunnel -- sh -c 'echo hello from inside; sleep 2; exit 3'");
+    cmd.push_str(" tunnel --dash -- sh -c 'echo hello from inside; sleep 2; exit 3'");
     let t = common::tmux::Tmux::start(&cmd, 100, 30);
     t.wait_for("Transfers", Duration::from_secs(20));
     t.keys(&["3"]);
