@@ -220,28 +220,26 @@ impl ClientCirc {
         stream: u32,
         data: &[u8],
     ) -> Result<(), ProviderError> {
-        let permit = self
-            .link_tx
-            .reserve()
-            .await
-            .map_err(|_| self.closed_err())?;
-        let mut cr = lock(&self.crypto);
-        if self.is_closed() {
-            return Err(self.closed_err());
-        }
-        let (c, tag) = cr
-            .seal_tagged(CIRC_ID, dest, rc, stream, data)
-            .map_err(|e| ProviderError::Closed(e.to_string()))?;
-        if rc == rcmd::DATA {
-            lock(&self.sendme_auth).on_data_sent(tag);
-        }
-        permit.send(c);
-        Ok(())
+        self.send_cell(dest, rc, stream, data, cmd::RELAY).await
     }
 
     /// Sends a relay message to hop `dest` in a RELAY_EARLY cell (EXTEND only: the relays on the
     /// way count these, [`cell::MAX_RELAY_EARLY`] per circuit at most).
     pub async fn send_early(&self, dest: usize, rc: u8, data: &[u8]) -> Result<(), ProviderError> {
+        self.send_cell(dest, rc, 0, data, cmd::RELAY_EARLY).await
+    }
+
+    /// Seals a relay message for hop `dest` in a cell of link command `command` (RELAY or
+    /// RELAY_EARLY) and queues it, under the crypto lock so that sequence numbers follow the
+    /// queue order; records DATA cells' MACs for authenticated SENDMEs.
+    async fn send_cell(
+        &self,
+        dest: usize,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+        command: u8,
+    ) -> Result<(), ProviderError> {
         let permit = self
             .link_tx
             .reserve()
@@ -251,10 +249,13 @@ impl ClientCirc {
         if self.is_closed() {
             return Err(self.closed_err());
         }
-        let mut c = cr
-            .seal(CIRC_ID, dest, rc, 0, data)
+        let (mut c, tag) = cr
+            .seal_tagged(CIRC_ID, dest, rc, stream, data)
             .map_err(|e| ProviderError::Closed(e.to_string()))?;
-        cell::set_command(&mut c, cmd::RELAY_EARLY);
+        cell::set_command(&mut c, command);
+        if rc == rcmd::DATA {
+            lock(&self.sendme_auth).on_data_sent(tag);
+        }
         permit.send(c);
         Ok(())
     }
