@@ -4,6 +4,8 @@
 //! Attackers connect from 127.0.1.x / 127.0.2.x; the honest client and the other relays use
 //! 127.0.0.1 (every address here is loopback).
 
+mod common;
+use common::{init_logs, tcp_echo};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,29 +20,7 @@ use overlay::provider::Target;
 use overlay::testnet::Testnet;
 use overlay::{ClientConfig, Identity, Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    a
-}
+use tokio::net::{TcpSocket, TcpStream};
 
 async fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
     let s = TcpSocket::new_v4()?;

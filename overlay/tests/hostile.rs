@@ -2,7 +2,8 @@
 //! to misbehave as a dishonest relay can (`overlay::node::hostile`), and each test asserts the
 //! defence. One test per attack of issue "Hostile relays (1/2)"; docs/THREAT_MODEL.md names them.
 
-use std::net::SocketAddr;
+mod common;
+use common::{init_logs, tcp_echo};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,27 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(10);
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    a
-}
 
 /// Waits (bounded) until `circ` is closed; its close reason.
 async fn closed_reason(circ: &ClientCirc) -> String {

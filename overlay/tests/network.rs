@@ -1,5 +1,7 @@
 //! End-to-end tests on an in-process test network (127.0.0.1 only).
 
+mod common;
+use common::{init_logs, tcp_echo};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -8,31 +10,9 @@ use overlay::provider::{AnonProvider, IsolationKey, ProviderError, Target};
 use overlay::testnet::Testnet;
 use overlay::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.into_split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    a
-}
 
 async fn udp_echo() -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
