@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod cell;
+pub mod channel;
 pub mod circuit;
 pub mod client;
 pub mod descriptor;

@@ -100,6 +100,9 @@ pub struct Limits {
     /// CREATEs per second one link may send, and the burst allowed.
     pub creates_per_link_rate: f64,
     pub creates_per_link_burst: f64,
+    /// Bytes of cells a node holds queued on all its links together; past it, the circuits with
+    /// the oldest queued data are destroyed (Tor's MaxMemInQueues and OOM killer).
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Limits {
@@ -117,6 +120,8 @@ impl Default for Limits {
             max_circuits_per_source: 4096,
             creates_per_link_rate: 64.0,
             creates_per_link_burst: 256.0,
+            // 64 circuits with a whole window queued each
+            max_queued_bytes: 256 << 20,
         }
     }
 }

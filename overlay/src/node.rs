@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::cell::{self, cmd, rcmd, reason, CellBuf, CELL_SIZE, RELAY_DATA_MAX, WIRE_CELL};
+use crate::channel::{self, LinkQueues, PushError};
 use crate::circuit::relay::{RelayCrypto, Verdict};
 use crate::descriptor::{unix_now, Descriptor, ROLE_EXIT, ROLE_INTRO, ROLE_RELAY};
 use crate::exit::ExitPolicy;
@@ -38,7 +39,8 @@ use crate::stream::{
 #[cfg(feature = "hostile")]
 pub mod hostile;
 
-/// Cells queued per link before senders wait (backpressure).
+/// Cells queued per link before senders wait (the client's links; a node's links have a queue
+/// per circuit, see `channel`).
 pub const LINK_QUEUE: usize = 128;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,6 +117,19 @@ pub struct NodeStatus {
     /// Nodes in this node's DHT routing table (0 without the DHT role).
     #[serde(default)]
     pub dht_nodes: u64,
+    /// Bytes of circuit cells queued on links now, the most ever, and the cap
+    /// (`Limits::max_queued_bytes`).
+    #[serde(default)]
+    pub queued_bytes: u64,
+    #[serde(default)]
+    pub queued_peak_bytes: u64,
+    #[serde(default)]
+    pub queued_cap_bytes: u64,
+    /// Circuits destroyed by the out-of-memory killer, and for queueing past their window.
+    #[serde(default)]
+    pub circuits_killed_oom: u64,
+    #[serde(default)]
+    pub circuits_killed_queue: u64,
 }
 
 #[derive(Default)]
@@ -129,6 +144,8 @@ struct Stats {
     tamper: AtomicU64,
     links_refused: AtomicU64,
     circuits_refused: AtomicU64,
+    oom_killed: AtomicU64,
+    queue_killed: AtomicU64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,7 +156,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One link (either direction) as seen by the node.
 pub(crate) struct Link {
     id: u64,
-    tx: mpsc::Sender<CellBuf>,
+    /// What waits to be written: a queue per circuit, served round-robin (`channel`).
+    queues: Mutex<LinkQueues>,
+    /// Wakes the link's writer when a cell is queued (or the link closes).
+    wake: tokio::sync::Notify,
     circuits: Mutex<HashMap<u32, CircRef>>,
     /// Next circuit id this node creates on the link (outbound links only; see `alloc_circ_id`).
     next_circ: AtomicU32,
@@ -151,8 +171,6 @@ pub(crate) struct Link {
     gate: Mutex<CircuitGate>,
     /// The source address of an inbound link (circuits are counted per source).
     source: Option<std::net::IpAddr>,
-    /// Control cells waiting for room in a full queue (see `send_soon`).
-    stalled: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -240,6 +258,12 @@ pub(crate) struct NodeInner {
     exit_cap: Option<Mutex<ByteCap>>,
     /// Circuits created by each source address (inbound links).
     circ_from: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Every open link (the out-of-memory killer looks at all their queues).
+    links: Mutex<HashMap<u64, std::sync::Weak<Link>>>,
+    /// Circuit cells queued on all links, the most ever, and whether the OOM killer is running.
+    queued_cells: AtomicUsize,
+    queued_peak: AtomicUsize,
+    oom_running: AtomicBool,
     /// The hostile-node kit's view of this node's circuits (tests only).
     #[cfg(feature = "hostile")]
     hostile_circs: Mutex<Vec<std::sync::Weak<RelayCirc>>>,
@@ -370,6 +394,10 @@ impl Node {
             gate: Mutex::new(LinkGate::new(cfg.limits.clone())),
             evict: Mutex::new(HashMap::new()),
             circ_from: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
+            queued_cells: AtomicUsize::new(0),
+            queued_peak: AtomicUsize::new(0),
+            oom_running: AtomicBool::new(false),
             #[cfg(feature = "hostile")]
             hostile_circs: Mutex::new(Vec::new()),
             #[cfg(feature = "hostile")]
@@ -444,6 +472,11 @@ impl Node {
                 t.len() as u64
             },
             dht_nodes: self.dht_table_len() as u64,
+            queued_bytes: (self.inner.queued_cells.load(Ordering::Relaxed) * CELL_SIZE) as u64,
+            queued_peak_bytes: (self.inner.queued_peak.load(Ordering::Relaxed) * CELL_SIZE) as u64,
+            queued_cap_bytes: self.inner.cfg.limits.max_queued_bytes as u64,
+            circuits_killed_oom: s.oom_killed.load(Ordering::Relaxed),
+            circuits_killed_queue: s.queue_killed.load(Ordering::Relaxed),
         }
     }
 }
@@ -511,13 +544,70 @@ async fn accept_loop(node: Arc<NodeInner>, listener: TcpListener) {
     }
 }
 
-/// Control cells that may wait for room on a link whose queue is full (the peer does not read).
-const MAX_STALLED: u64 = 16;
-
 /// Log lines about refusals: at most one per window (with a count of the ones in between).
 const REFUSAL_LOG_WINDOW: Duration = Duration::from_secs(10);
 
 impl NodeInner {
+    /// `n` circuit cells left the queues (written, or dropped with their circuit or link).
+    fn unqueue(&self, n: usize) {
+        if n > 0 {
+            self.queued_cells.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The out-of-memory killer: when the cells queued on all links pass the cap, the circuits
+/// whose queued data is oldest are destroyed until the queues hold at most 90% of it (Tor's
+/// `circuits_handle_oom`). Called after cells are queued, with no circuit or link lock held.
+impl NodeInner {
+    fn check_memory(self: &Arc<Self>) {
+        let cap = self.cfg.limits.max_queued_bytes / CELL_SIZE;
+        if self.queued_cells.load(Ordering::Relaxed) <= cap {
+            return;
+        }
+        if self.oom_running.swap(true, Ordering::AcqRel) {
+            return; // another task is at it
+        }
+        let links: Vec<Arc<Link>> = lock(&self.links)
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        let mut queued = Vec::new();
+        for l in &links {
+            let q = lock(&l.queues);
+            queued.extend(q.queued_circuits().map(|c| ((l.clone(), c.circ), c)));
+        }
+        let used = self.queued_cells.load(Ordering::Relaxed);
+        let victims = channel::oom_victims(
+            queued.iter().map(|(k, c)| ((k.0.id, k.1), *c)).collect(),
+            used,
+            cap * 9 / 10,
+        );
+        let mut killed = 0;
+        for (link_id, circ_id) in victims {
+            let Some(l) = links.iter().find(|l| l.id == link_id) else {
+                continue;
+            };
+            let r = lock(&l.circuits).get(&circ_id).cloned();
+            if let Some(r) = r {
+                destroy(self, &r.circ, reason::RESOURCE_LIMIT, None);
+                killed += 1;
+            } else {
+                // queued cells of a circuit already gone from the link's table
+                let n = lock(&l.queues).remove_circuit(circ_id);
+                self.unqueue(n);
+            }
+        }
+        self.stats.oom_killed.fetch_add(killed, Ordering::Relaxed);
+        warn!(
+            killed,
+            queued_mib = (used * CELL_SIZE) >> 20,
+            cap_mib = self.cfg.limits.max_queued_bytes >> 20,
+            "out of memory for queued cells: destroyed the circuits with the oldest queued data"
+        );
+        self.oom_running.store(false, Ordering::Release);
+    }
+
     fn refused_link(&self, why: Refusal) {
         self.stats.links_refused.fetch_add(1, Ordering::Relaxed);
         if let Some(n) = lock(&self.link_refusals).note(std::time::Instant::now()) {
@@ -631,27 +721,25 @@ fn new_link(
     node: &NodeInner,
     peer: Option<(NodeId, [u8; 32])>,
     source: Option<std::net::IpAddr>,
-) -> (Arc<Link>, mpsc::Receiver<CellBuf>) {
-    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+) -> Arc<Link> {
     let id = node.next_link.fetch_add(1, Ordering::Relaxed);
-    (
-        Arc::new(Link {
-            id,
-            tx,
-            circuits: Mutex::new(HashMap::new()),
-            next_circ: AtomicU32::new(1),
-            peer: peer.map(|p| p.0),
-            peer_key: peer.map(|p| p.1),
-            closed: AtomicBool::new(false),
-            gate: Mutex::new(CircuitGate::new(
-                &node.cfg.limits,
-                std::time::Instant::now(),
-            )),
-            source,
-            stalled: AtomicU64::new(0),
-        }),
-        rx,
-    )
+    let link = Arc::new(Link {
+        id,
+        queues: Mutex::new(LinkQueues::new()),
+        wake: tokio::sync::Notify::new(),
+        circuits: Mutex::new(HashMap::new()),
+        next_circ: AtomicU32::new(1),
+        peer: peer.map(|p| p.0),
+        peer_key: peer.map(|p| p.1),
+        closed: AtomicBool::new(false),
+        gate: Mutex::new(CircuitGate::new(
+            &node.cfg.limits,
+            std::time::Instant::now(),
+        )),
+        source,
+    });
+    lock(&node.links).insert(id, Arc::downgrade(&link));
+    link
 }
 
 /// Runs an established link until it closes (spawns its writer, reads in this task).
@@ -659,23 +747,29 @@ fn run_link(
     node: Arc<NodeInner>,
     sock: TcpStream,
     cipher: LinkCipher,
-    lr: (Arc<Link>, mpsc::Receiver<CellBuf>),
+    link: Arc<Link>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     // Boxed: links spawn links (EXTEND), which would make the future type recursive.
-    Box::pin(run_link_inner(node, sock, cipher, lr))
+    Box::pin(run_link_inner(node, sock, cipher, link))
 }
 
 async fn run_link_inner(
     node: Arc<NodeInner>,
     sock: TcpStream,
     cipher: LinkCipher,
-    (link, rx): (Arc<Link>, mpsc::Receiver<CellBuf>),
+    link: Arc<Link>,
 ) {
     node.stats.links_open.fetch_add(1, Ordering::Relaxed);
     node.stats.links_total.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = sock.into_split();
     let LinkCipher { send, recv } = cipher;
-    let writer = node.spawn(link_writer(wr, send, rx, node.cfg.keepalive));
+    let writer = node.spawn(queue_writer(
+        node.clone(),
+        link.clone(),
+        wr,
+        send,
+        node.cfg.keepalive,
+    ));
     let why = link_reader(&node, &link, rd, recv).await;
     debug!(link = link.id, "link closed: {why}");
     writer.abort();
@@ -713,6 +807,53 @@ pub(crate) async fn link_writer(
     let _ = wr.shutdown().await;
 }
 
+/// A node's link writer: takes cells from the link's queues (control first, then one cell per
+/// circuit in turn), seals them in batches into one write; PADDING after `keepalive` without
+/// traffic. A peer that does not read blocks only this task: the queues of its circuits fill up
+/// to their caps while every other link goes on.
+async fn queue_writer(
+    node: Arc<NodeInner>,
+    link: Arc<Link>,
+    mut wr: OwnedWriteHalf,
+    mut send: LinkDir,
+    keepalive: Duration,
+) {
+    let mut out = Vec::with_capacity(WIRE_CELL * WRITE_BATCH);
+    loop {
+        let mut freed = 0;
+        {
+            let mut q = lock(&link.queues);
+            for _ in 0..WRITE_BATCH {
+                let Some((c, n)) = q.pop() else { break };
+                freed += n;
+                send.seal_into(&c, &mut out);
+            }
+        }
+        node.unqueue(freed);
+        if out.is_empty() {
+            if link.closed.load(Ordering::Relaxed) {
+                break;
+            }
+            // `notify_one` keeps a permit when nobody waits: a cell queued between the pop
+            // above and this wait is not missed
+            if tokio::time::timeout(keepalive, link.wake.notified())
+                .await
+                .is_err()
+            {
+                send.seal_into(&cell::new_cell(0, cmd::PADDING), &mut out);
+            } else {
+                continue;
+            }
+        }
+        if let Err(e) = wr.write_all(&out).await {
+            debug!(link = link.id, "link write failed: {e}");
+            break;
+        }
+        out.clear();
+    }
+    let _ = wr.shutdown().await;
+}
+
 /// Reads frames, opens them, dispatches cells. Returns why the link ended.
 async fn link_reader(
     node: &Arc<NodeInner>,
@@ -743,6 +884,7 @@ async fn link_reader(
             };
             off += WIRE_CELL;
             handle_cell(node, link, c).await;
+            node.check_memory();
         }
         buf.copy_within(off..filled, 0);
         filled -= off;
@@ -751,6 +893,9 @@ async fn link_reader(
 
 async fn close_link(node: &Arc<NodeInner>, link: &Arc<Link>) {
     link.closed.store(true, Ordering::Relaxed);
+    lock(&node.links).remove(&link.id);
+    let dropped = lock(&link.queues).clear();
+    node.unqueue(dropped);
     if let Some(p) = link.peer {
         let mut m = node.out_links.lock().await;
         if m.get(&p).map(|l| l.id) == Some(link.id) {
@@ -801,55 +946,82 @@ fn destroy(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, why: u8, from_link: Opt
         }
     }
     lock(&circ.prev.circuits).remove(&circ.prev_id);
+    // what it had queued goes with it (Tor clears a closed circuit's queues too)
+    let dropped = lock(&circ.prev.queues).remove_circuit(circ.prev_id);
+    node.unqueue(dropped);
     if from_link != Some(circ.prev.id) {
         send_soon(node, &circ.prev, cell::destroy_cell(circ.prev_id, why));
     }
     if let Some((nl, nid)) = next {
         lock(&nl.circuits).remove(&nid);
+        let dropped = lock(&nl.queues).remove_circuit(nid);
+        node.unqueue(dropped);
         if from_link != Some(nl.id) {
             send_soon(node, &nl, cell::destroy_cell(nid, why));
         }
     }
 }
 
-fn send_soon(node: &NodeInner, link: &Arc<Link>, c: CellBuf) {
+/// Queues a link-level control cell (CREATE, CREATED, DESTROY). Never waits: a peer that does not
+/// read its link cannot make the node hold more than `channel::CONTROL_QUEUE_CELLS` of them.
+fn send_soon(_node: &NodeInner, link: &Arc<Link>, c: CellBuf) {
     if link.closed.load(Ordering::Relaxed) {
         return;
     }
-    if let Err(mpsc::error::TrySendError::Full(c)) = link.tx.try_send(c) {
-        // A peer that does not read its link cannot make us hold unbounded waiting cells (or
-        // tasks): past a queue's worth, control cells to it are dropped.
-        if link.stalled.fetch_add(1, Ordering::Relaxed) >= MAX_STALLED {
-            link.stalled.fetch_sub(1, Ordering::Relaxed);
-            debug!(
-                link = link.id,
-                "link not read by its peer: dropping a control cell"
-            );
-            return;
-        }
-        let l2 = link.clone();
-        node.spawn(async move {
-            let _ = l2.tx.send(c).await;
-            l2.stalled.fetch_sub(1, Ordering::Relaxed);
-        });
+    if let Err(e) = lock(&link.queues).push_control(c) {
+        debug!(link = link.id, "dropping a control cell: {e}");
+        return;
     }
+    link.wake.notify_one();
+}
+
+/// Queues cell `c` of circuit `circ_id` on `link` (never waits) and counts it against the node's
+/// memory cap. `CircuitFull` means the circuit's sender ignored its window: the caller destroys
+/// the circuit (after releasing its lock).
+fn enqueue(node: &NodeInner, link: &Link, circ_id: u32, c: CellBuf) -> Result<(), PushError> {
+    if link.closed.load(Ordering::Relaxed) {
+        return Ok(()); // the link's circuits are being torn down
+    }
+    if let Err(e) = lock(&link.queues).push(circ_id, c, std::time::Instant::now()) {
+        node.stats.queue_killed.fetch_add(1, Ordering::Relaxed);
+        return Err(e);
+    }
+    let used = node.queued_cells.fetch_add(1, Ordering::Relaxed) + 1;
+    node.queued_peak.fetch_max(used, Ordering::Relaxed);
+    link.wake.notify_one();
+    Ok(())
 }
 
 /// Originates a backward relay message from this hop (seal + enqueue atomically).
-async fn send_back(circ: &RelayCirc, rc: u8, stream: u32, data: &[u8]) -> Result<(), ()> {
-    let permit = circ.prev.tx.reserve().await.map_err(|_| ())?;
-    let mut st = lock(&circ.st);
-    if st.destroyed {
+/// Never waits: what it may send is bounded by the circuit's windows (DATA) or by what the
+/// client sent (replies).
+async fn send_back(
+    node: &Arc<NodeInner>,
+    circ: &Arc<RelayCirc>,
+    rc: u8,
+    stream: u32,
+    data: &[u8],
+) -> Result<(), ()> {
+    let queued = {
+        let mut st = lock(&circ.st);
+        if st.destroyed {
+            return Err(());
+        }
+        let (c, tag) = st
+            .crypto
+            .originate_tagged(circ.prev_id, rc, stream, data)
+            .map_err(|_| ())?;
+        if rc == rcmd::DATA {
+            st.sendme_auth.on_data_sent(tag);
+        }
+        enqueue(node, &circ.prev, circ.prev_id, c)
+    };
+    if let Err(e) = queued {
+        warn!("destroying circuit: {e}");
+        destroy(node, circ, reason::RESOURCE_LIMIT, None);
         return Err(());
     }
-    let (c, tag) = st
-        .crypto
-        .originate_tagged(circ.prev_id, rc, stream, data)
-        .map_err(|_| ())?;
-    if rc == rcmd::DATA {
-        st.sendme_auth.on_data_sent(tag);
-    }
-    permit.send(c);
+    node.check_memory();
     Ok(())
 }
 
@@ -875,7 +1047,7 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                 st.extending = false;
                 st.next = Some((link.clone(), cid));
             }
-            let _ = send_back(&r.circ, rcmd::EXTENDED, 0, &reply).await;
+            let _ = send_back(node, &r.circ, rcmd::EXTENDED, 0, &reply).await;
         }
         cmd::DESTROY => {
             let r = lock(&link.circuits).get(&cid).cloned();
@@ -901,16 +1073,19 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
             if r.next_side {
                 // backward: add our layer and pass towards the client
                 node.relay_pace(CELL_SIZE).await;
-                let Ok(permit) = r.circ.prev.tx.reserve().await else {
-                    return;
+                let queued = {
+                    let mut st = lock(&r.circ.st);
+                    if st.destroyed {
+                        return;
+                    }
+                    st.crypto.add_backward(cell::body_mut(&mut c));
+                    cell::set_circ_id(&mut c, r.circ.prev_id);
+                    enqueue(node, &r.circ.prev, r.circ.prev_id, c)
                 };
-                let mut st = lock(&r.circ.st);
-                if st.destroyed {
-                    return;
+                if let Err(e) = queued {
+                    warn!(link = link.id, circ = cid, "destroying circuit: {e}");
+                    return destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
                 }
-                st.crypto.add_backward(cell::body_mut(&mut c));
-                cell::set_circ_id(&mut c, r.circ.prev_id);
-                permit.send(c);
                 node.stats
                     .relayed_bytes
                     .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
@@ -951,22 +1126,28 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                             node.stats
                                 .relayed_bytes
                                 .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
-                            let _ = nl.tx.send(c).await;
+                            if let Err(e) = enqueue(node, &nl, nid, c) {
+                                warn!(link = link.id, circ = cid, "destroying circuit: {e}");
+                                destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
+                            }
                         } else if let Some(other) = joined {
                             // rendezvous: pass the (end-to-end sealed) cell to the other end,
                             // adding that circuit's backward layer (as a plain RELAY: towards a
                             // client)
                             cell::set_command(&mut c, cmd::RELAY);
-                            let Ok(permit) = other.prev.tx.reserve().await else {
-                                return;
+                            let queued = {
+                                let mut st = lock(&other.st);
+                                if st.destroyed {
+                                    return;
+                                }
+                                st.crypto.add_backward(cell::body_mut(&mut c));
+                                cell::set_circ_id(&mut c, other.prev_id);
+                                enqueue(node, &other.prev, other.prev_id, c)
                             };
-                            let mut st = lock(&other.st);
-                            if st.destroyed {
-                                return;
+                            if let Err(e) = queued {
+                                warn!(link = link.id, circ = cid, "destroying circuit: {e}");
+                                return destroy(node, &other, reason::RESOURCE_LIMIT, None);
                             }
-                            st.crypto.add_backward(cell::body_mut(&mut c));
-                            cell::set_circ_id(&mut c, other.prev_id);
-                            permit.send(c);
                             node.stats
                                 .relayed_bytes
                                 .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
@@ -1019,7 +1200,7 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
     );
     // a peer that does not read its replies gets no new circuits (its queue holds our cells)
     let admit = admit.and_then(|()| {
-        if link.tx.capacity() < LINK_QUEUE / 2 {
+        if lock(&link.queues).control_len() >= channel::NOT_READING_CELLS {
             Err(Refusal::NotReading)
         } else {
             Ok(())
@@ -1127,6 +1308,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
         rcmd::BEGIN => {
             if node.cfg.roles & ROLE_EXIT == 0 {
                 let _ = send_back(
+                    node,
                     circ,
                     rcmd::END,
                     sid,
@@ -1175,6 +1357,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                     );
                     lock(&circ.st).streams.remove(&sid);
                     let _ = send_back(
+                        node,
                         circ,
                         rcmd::END,
                         sid,
@@ -1185,7 +1368,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             }
             if sendme {
                 let tag = crate::relay_crypto::body_tag(cell::body(c));
-                let _ = send_back(circ, rcmd::SENDME, 0, &sendme_payload(&tag)).await;
+                let _ = send_back(node, circ, rcmd::SENDME, 0, &sendme_payload(&tag)).await;
             }
         }
         rcmd::END => {
@@ -1219,6 +1402,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
         rcmd::RESOLVE => {
             if node.cfg.roles & ROLE_EXIT == 0 {
                 let _ = send_back(
+                    node,
                     circ,
                     rcmd::END,
                     sid,
@@ -1228,7 +1412,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                 return;
             }
             let name = String::from_utf8_lossy(msg.data).into_owned();
-            let c2 = circ.clone();
+            let (c2, n2) = (circ.clone(), node.clone());
             let h = node.spawn(async move {
                 let reply = match tokio::time::timeout(
                     CONNECT_TIMEOUT,
@@ -1245,6 +1429,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                     }
                 };
                 let _ = send_back(
+                    &n2,
                     &c2,
                     rcmd::RESOLVED,
                     sid,
@@ -1258,6 +1443,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
         rcmd::DHT_REQUEST => {
             let Some(dht) = &node.dht else {
                 let _ = send_back(
+                    node,
                     circ,
                     rcmd::END,
                     sid,
@@ -1313,7 +1499,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                     )
                 }
             };
-            let _ = send_back(circ, rcmd::DHT_RESPONSE, sid, &reply).await;
+            let _ = send_back(node, circ, rcmd::DHT_RESPONSE, sid, &reply).await;
         }
         rcmd::ESTABLISH_INTRO..=rcmd::RENDEZVOUS2 => handle_hs(node, circ, msg.data).await,
         rcmd::DIRECTORY_REQUEST => {
@@ -1329,10 +1515,11 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                 );
             }
             let reply = crate::descriptor::encode_directory(&ds, RELAY_DATA_MAX);
-            let _ = send_back(circ, rcmd::DIRECTORY, sid, &reply).await;
+            let _ = send_back(node, circ, rcmd::DIRECTORY, sid, &reply).await;
         }
         other if (rcmd::ESTABLISH_INTRO..=rcmd::DHT_RESPONSE).contains(&other) => {
             let _ = send_back(
+                node,
                 circ,
                 rcmd::END,
                 sid,
@@ -1362,8 +1549,8 @@ pub(crate) fn hs_rcmd(m: &HsMessage) -> u8 {
     }
 }
 
-async fn send_hs(circ: &RelayCirc, m: &HsMessage) -> Result<(), ()> {
-    send_back(circ, hs_rcmd(m), 0, &m.encode()).await
+async fn send_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, m: &HsMessage) -> Result<(), ()> {
+    send_back(node, circ, hs_rcmd(m), 0, &m.encode()).await
 }
 
 /// An introduction or rendezvous message addressed to this hop: the decisions are the sans-IO
@@ -1400,16 +1587,16 @@ async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
     };
     match action {
         PointAction::Reply(r) => {
-            let _ = send_hs(circ, &r).await;
+            let _ = send_hs(node, circ, &r).await;
         }
         PointAction::Forward { to, msg } => {
-            let _ = send_hs(&to.0, &msg).await;
+            let _ = send_hs(node, &to.0, &msg).await;
         }
         PointAction::ForwardAndReply { to, msg, reply } => {
-            if send_hs(&to.0, &msg).await.is_err() {
+            if send_hs(node, &to.0, &msg).await.is_err() {
                 debug!("introduction: the service's circuit is gone");
             }
-            let _ = send_hs(circ, &reply).await;
+            let _ = send_hs(node, circ, &reply).await;
         }
         PointAction::Join { to, msg } => {
             let other = to.0;
@@ -1431,7 +1618,7 @@ async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
                 b.joined = Some(circ.clone());
             }
             debug!("rendezvous joined");
-            let _ = send_hs(&other, &msg).await;
+            let _ = send_hs(node, &other, &msg).await;
         }
         PointAction::Close(e) => {
             warn!("hidden-service protocol error: {e}");
@@ -1465,10 +1652,13 @@ async fn do_extend(
             next_side: true,
         },
     );
-    link.tx
-        .send(c)
-        .await
-        .map_err(|_| "link closed".to_string())?;
+    if link.closed.load(Ordering::Relaxed) {
+        return Err("link closed".into());
+    }
+    lock(&link.queues)
+        .push_control(c)
+        .map_err(|e| e.to_string())?;
+    link.wake.notify_one();
     Ok(())
 }
 
@@ -1503,12 +1693,12 @@ async fn get_link(
         }
     }
     let (sock, cipher) = dial_link(&node.cfg.identity.x25519_secret_bytes(), x25519, addr).await?;
-    let (link, rx) = new_link(node, Some((id, *x25519)), None);
+    let link = new_link(node, Some((id, *x25519)), None);
     m.insert(id, link.clone());
     drop(m);
     let n2 = node.clone();
     let l2 = link.clone();
-    node.spawn(async move { run_link(n2, sock, cipher, (l2, rx)).await });
+    node.spawn(async move { run_link(n2, sock, cipher, l2).await });
     Ok(link)
 }
 
@@ -1588,11 +1778,11 @@ async fn exit_stream(
     window: Arc<Semaphore>,
 ) {
     let end = |why: u8, text: String| {
-        let circ = circ.clone();
+        let (circ, node) = (circ.clone(), node.clone());
         async move {
             debug!(stream = sid, "END {}: {text}", cell::reason::name(why));
             lock(&circ.st).streams.remove(&sid);
-            let _ = send_back(&circ, rcmd::END, sid, &cell::encode_end(why, &text)).await;
+            let _ = send_back(&node, &circ, rcmd::END, sid, &cell::encode_end(why, &text)).await;
         }
     };
     let addrs: Vec<SocketAddr> =
@@ -1649,7 +1839,10 @@ async fn exit_stream(
     let _ = sock.set_nodelay(true);
     let mut ab = Vec::new();
     crate::descriptor::encode_addr(&addr, &mut ab);
-    if send_back(&circ, rcmd::CONNECTED, sid, &ab).await.is_err() {
+    if send_back(&node, &circ, rcmd::CONNECTED, sid, &ab)
+        .await
+        .is_err()
+    {
         return;
     }
     let (mut rd, mut wr) = sock.into_split();
@@ -1668,7 +1861,7 @@ async fn exit_stream(
             consumed += 1;
             if consumed == STREAM_SENDME_INC {
                 consumed = 0;
-                if send_back(&c2, rcmd::SENDME, sid, &[]).await.is_err() {
+                if send_back(&n2, &c2, rcmd::SENDME, sid, &[]).await.is_err() {
                     break;
                 }
             }
@@ -1691,7 +1884,10 @@ async fn exit_stream(
         p2.forget();
         node.exit_pace(n).await;
         node.stats.exit_in.fetch_add(n as u64, Ordering::Relaxed);
-        if send_back(&circ, rcmd::DATA, sid, &buf[..n]).await.is_err() {
+        if send_back(&node, &circ, rcmd::DATA, sid, &buf[..n])
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -1700,6 +1896,7 @@ async fn exit_stream(
 async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32, data: &[u8]) {
     let refuse = |text: String| async move {
         let _ = send_back(
+            node,
             circ,
             rcmd::END,
             sid,
@@ -1744,7 +1941,7 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
                     let Ok(d) = cell::encode_datagram(&from, &buf[..n]) else {
                         continue;
                     };
-                    if send_back(&c2, rcmd::DATAGRAM, sid, &d).await.is_err() {
+                    if send_back(&n2, &c2, rcmd::DATAGRAM, sid, &d).await.is_err() {
                         break;
                     }
                 }

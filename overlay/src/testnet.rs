@@ -17,6 +17,7 @@ pub struct TestnetBuilder {
     idle_timeout: Duration,
     allow_private: bool,
     dht: bool,
+    limits: crate::limits::Limits,
 }
 
 impl TestnetBuilder {
@@ -40,6 +41,11 @@ impl TestnetBuilder {
     }
     pub fn exit_policy(mut self, p: ExitPolicy) -> Self {
         self.exit_policy = p;
+        self
+    }
+    /// Flood and memory limits of every node.
+    pub fn limits(mut self, l: crate::limits::Limits) -> Self {
+        self.limits = l;
         self
     }
     pub fn idle_timeout(mut self, d: Duration) -> Self {
@@ -69,6 +75,7 @@ impl TestnetBuilder {
             }
             cfg.allow_private_exit = self.allow_private;
             cfg.idle_timeout = self.idle_timeout;
+            cfg.limits = self.limits.clone();
             configs.push(cfg);
         }
         let mut nodes = Vec::new();
@@ -103,6 +110,7 @@ impl Testnet {
             idle_timeout: Duration::from_secs(90),
             allow_private: true,
             dht: false,
+            limits: crate::limits::Limits::default(),
         }
     }
 

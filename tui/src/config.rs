@@ -68,6 +68,9 @@ pub struct RolesConfig {
     pub relay: bool,
     pub exit: bool,
     pub dht: bool,
+    /// MiB of cells this node may hold queued on its links (relaying); past it the circuits
+    /// with the oldest queued data are destroyed (Tor's MaxMemInQueues).
+    pub queue_mib: u64,
 }
 
 /// What an exit agrees to carry.
@@ -164,6 +167,7 @@ impl Default for RolesConfig {
             relay: false,
             exit: false,
             dht: true,
+            queue_mib: 256,
         }
     }
 }

@@ -28,16 +28,14 @@ impl Node {
             .collect();
         let mut sent = 0;
         for circ in circs {
-            let Ok(permit) = circ.prev.tx.try_reserve() else {
-                continue;
-            };
             let mut st = lock(&circ.st);
             if st.destroyed || (which == Circuits::Joined && st.joined.is_none()) {
                 continue;
             }
             if let Ok(c) = st.crypto.originate(circ.prev_id, rc, stream, data) {
-                permit.send(c);
-                sent += 1;
+                if super::enqueue(&self.inner, &circ.prev, circ.prev_id, c).is_ok() {
+                    sent += 1;
+                }
             }
         }
         sent

@@ -335,6 +335,8 @@ pub async fn node(
     // [rate_limits] relay / exit: bytes per second, 0 = no cap
     ncfg.relay_rate = Some(cfg.rate_limits.relay).filter(|r| *r > 0);
     ncfg.exit_rate = Some(cfg.rate_limits.exit).filter(|r| *r > 0);
+    // [roles] queue_mib: the out-of-memory killer's threshold (at least 16 MiB: a few windows)
+    ncfg.limits.max_queued_bytes = (cfg.roles.queue_mib.max(16) as usize) << 20;
     let node = overlay::Node::start(ncfg)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.network.listen))?;
