@@ -269,6 +269,8 @@ pub(crate) struct NodeInner {
     hostile_circs: Mutex<Vec<std::sync::Weak<RelayCirc>>>,
     #[cfg(feature = "hostile")]
     hostile_stall: AtomicBool,
+    #[cfg(feature = "hostile")]
+    hostile_mangle: Mutex<hostile::Mangle>,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -402,6 +404,8 @@ impl Node {
             hostile_circs: Mutex::new(Vec::new()),
             #[cfg(feature = "hostile")]
             hostile_stall: AtomicBool::new(false),
+            #[cfg(feature = "hostile")]
+            hostile_mangle: Mutex::new(hostile::Mangle::None),
             link_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             circ_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             relay_cap: cap(cfg.relay_rate),
@@ -1126,9 +1130,16 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                             node.stats
                                 .relayed_bytes
                                 .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
-                            if let Err(e) = enqueue(node, &nl, nid, c) {
-                                warn!(link = link.id, circ = cid, "destroying circuit: {e}");
-                                destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
+                            #[cfg(feature = "hostile")]
+                            let cells = hostile::mangle_forward(node, c);
+                            #[cfg(not(feature = "hostile"))]
+                            let cells = [c];
+                            for c in cells {
+                                if let Err(e) = enqueue(node, &nl, nid, c) {
+                                    warn!(link = link.id, circ = cid, "destroying circuit: {e}");
+                                    destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
+                                    break;
+                                }
                             }
                         } else if let Some(other) = joined {
                             // rendezvous: pass the (end-to-end sealed) cell to the other end,

@@ -81,6 +81,41 @@ impl Node {
     }
 }
 
+/// What a hostile relay does to the cells it passes forward (towards the exit).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Mangle {
+    /// Passes them on as an honest relay does.
+    #[default]
+    None,
+    /// Sends every cell twice (a replay).
+    Replay,
+    /// Holds one cell back and sends it after the next (a reorder).
+    Reorder(Option<Vec<u8>>),
+}
+
+impl Node {
+    /// Makes this relay replay or reorder the relay cells it forwards (`Mangle::None` stops).
+    pub fn hostile_mangle(&self, m: Mangle) {
+        *lock(&self.inner.hostile_mangle) = m;
+    }
+}
+
+/// The cells to forward in place of `c`.
+pub(super) fn mangle_forward(node: &super::NodeInner, c: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut m = lock(&node.hostile_mangle);
+    match &mut *m {
+        Mangle::None => vec![c],
+        Mangle::Replay => vec![c.clone(), c],
+        Mangle::Reorder(held) => match held.take() {
+            None => {
+                *held = Some(c);
+                Vec::new()
+            }
+            Some(h) => vec![c, h],
+        },
+    }
+}
+
 /// A link the test drives cell by cell: what a hostile client or relay sends on the wire.
 pub struct RawLink {
     sock: tokio::net::TcpStream,
