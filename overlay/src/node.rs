@@ -236,7 +236,10 @@ struct ExitStream {
 
 pub(crate) struct NodeInner {
     cfg: NodeConfig,
-    descriptor: Descriptor,
+    /// This node's id (never changes) and its current descriptor (re-signed before it expires,
+    /// see `renew_descriptor`).
+    id: NodeId,
+    descriptor: Mutex<Descriptor>,
     addr: SocketAddr,
     stats: Stats,
     out_links: tokio::sync::Mutex<HashMap<NodeId, Arc<Link>>>,
@@ -279,6 +282,40 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// How long before its expiry a descriptor is re-signed: a quarter of its lifetime, so that
+/// holders that refresh at half the lifetime (DHT republishing, directory reads) never see it
+/// expire.
+fn renew_interval(lifetime: Duration) -> Duration {
+    (lifetime / 4).max(Duration::from_secs(1))
+}
+
+/// Keeps this node's descriptor valid for as long as the node runs: every quarter of its
+/// lifetime it is signed again with a new expiry (same keys, address, roles and policy), and the
+/// DHT service answers with the new one. Publishing it (DHT records, descriptor files) is the
+/// embedding's job: it reads [`Node::descriptor`] / [`Node::descriptor_record`] each time.
+async fn renew_descriptor(node: Arc<NodeInner>) {
+    let every = renew_interval(node.cfg.descriptor_lifetime);
+    loop {
+        tokio::time::sleep(every).await;
+        let old = lock(&node.descriptor).clone();
+        let d = Descriptor::new_signed(
+            &node.cfg.identity,
+            old.addr,
+            old.roles,
+            old.exit_policy.clone(),
+            unix_now() + node.cfg.descriptor_lifetime.as_secs(),
+        );
+        if let Some(dht) = &node.dht {
+            lock(dht).set_me(crate::dht::Contact {
+                id: crate::dht::Key(d.id.0),
+                descriptor: d.encode(),
+            });
+        }
+        debug!(expires = d.expires, "descriptor renewed");
+        *lock(&node.descriptor) = d;
+    }
+}
+
 /// A descriptor record must hold a valid descriptor of the node whose id is the record's key,
 /// published with that node's own signing key.
 fn check_descriptor_record(rec: &crate::dht::Record) -> Result<(), crate::dht::DhtError> {
@@ -303,7 +340,7 @@ impl Node {
         for d in descriptors {
             if d.roles & crate::descriptor::ROLE_DHT == 0
                 || d.verify(now).is_err()
-                || d.id == self.inner.descriptor.id
+                || d.id == self.inner.id
             {
                 continue;
             }
@@ -319,7 +356,7 @@ impl Node {
     /// This node's descriptor as a signed DHT record under its node id (republish it before the
     /// descriptor expires; a newer one replaces the older at each holder).
     pub fn descriptor_record(&self) -> crate::dht::Record {
-        let d = &self.inner.descriptor;
+        let d = self.descriptor();
         crate::dht::Record::sign(
             self.inner.cfg.identity.signing_key(),
             crate::dht::Key(d.id.0),
@@ -357,12 +394,10 @@ impl Node {
     }
 
     /// Size of this node's DHT routing table (0 without the DHT role).
+    /// Contacts in the DHT routing table whose descriptor is still valid (an expired one is a
+    /// node that stopped renewing it: gone, or cut off).
     pub fn dht_table_len(&self) -> usize {
-        self.inner
-            .dht
-            .as_ref()
-            .map(|d| lock(d).table().len())
-            .unwrap_or(0)
+        self.dht_contacts().len()
     }
 
     /// Binds the listener and starts accepting links.
@@ -411,7 +446,8 @@ impl Node {
             relay_cap: cap(cfg.relay_rate),
             exit_cap: cap(cfg.exit_rate),
             cfg,
-            descriptor,
+            id: descriptor.id,
+            descriptor: Mutex::new(descriptor),
             addr,
             stats: Stats::default(),
             out_links: tokio::sync::Mutex::new(HashMap::new()),
@@ -425,12 +461,16 @@ impl Node {
         let n2 = inner.clone();
         let h = tokio::spawn(async move { accept_loop(n2, listener).await });
         inner.track(h.abort_handle());
-        info!(node = %inner.descriptor.id.short(), %addr, "node listening");
+        let n2 = inner.clone();
+        let h = tokio::spawn(async move { renew_descriptor(n2).await });
+        inner.track(h.abort_handle());
+        info!(node = %inner.id.short(), %addr, "node listening");
         Ok(Node { inner })
     }
 
-    pub fn descriptor(&self) -> &Descriptor {
-        &self.inner.descriptor
+    /// This node's current descriptor (re-signed with a later expiry well before it expires).
+    pub fn descriptor(&self) -> Descriptor {
+        lock(&self.inner.descriptor).clone()
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -438,7 +478,7 @@ impl Node {
     }
 
     pub fn id(&self) -> NodeId {
-        self.inner.descriptor.id
+        self.inner.id
     }
 
     pub fn is_running(&self) -> bool {
@@ -457,7 +497,7 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         let s = &self.inner.stats;
         NodeStatus {
-            node_id: self.inner.descriptor.id.to_string(),
+            node_id: self.inner.id.to_string(),
             addr: self.inner.addr,
             links_open: s.links_open.load(Ordering::Relaxed),
             links_total: s.links_total.load(Ordering::Relaxed),
@@ -1300,7 +1340,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             }
             {
                 let mut st = lock(&circ.st);
-                if st.next.is_some() || st.extending || ext.node_id == node.descriptor.id.0 {
+                if st.next.is_some() || st.extending || ext.node_id == node.id.0 {
                     drop(st);
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
@@ -1479,9 +1519,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                     let resp = g.handle(req, unix_now());
                     if let (Some(v), crate::dht::Response::Stored) = (announced, &resp) {
                         if let Ok(d) = Descriptor::decode_verified(&v, unix_now()) {
-                            if d.roles & crate::descriptor::ROLE_DHT != 0
-                                && d.id != node.descriptor.id
-                            {
+                            if d.roles & crate::descriptor::ROLE_DHT != 0 && d.id != node.id {
                                 g.learn(crate::dht::Contact {
                                     id: crate::dht::Key(d.id.0),
                                     descriptor: v,
@@ -1515,7 +1553,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
         rcmd::ESTABLISH_INTRO..=rcmd::RENDEZVOUS2 => handle_hs(node, circ, msg.data).await,
         rcmd::DIRECTORY_REQUEST => {
             // public information: this node's descriptor and the DHT nodes it knows
-            let mut ds = vec![node.descriptor.clone()];
+            let mut ds = vec![lock(&node.descriptor).clone()];
             if let Some(dht) = &node.dht {
                 let now = unix_now();
                 ds.extend(

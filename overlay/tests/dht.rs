@@ -154,3 +154,35 @@ async fn nodes_that_announce_themselves_become_contacts_and_are_listed_to_client
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_node_re_signs_its_descriptor_before_it_expires() {
+    use overlay::descriptor::{unix_now, ROLE_DHT, ROLE_RELAY};
+    let mut cfg = overlay::NodeConfig::new(
+        overlay::Identity::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        ROLE_RELAY | ROLE_DHT,
+    );
+    cfg.descriptor_lifetime = std::time::Duration::from_secs(4);
+    let n = overlay::Node::start(cfg).await.unwrap();
+    let d0 = n.descriptor();
+    // re-signed every quarter of the lifetime (1 s)
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    let d1 = n.descriptor();
+    assert!(
+        d1.expires > d0.expires,
+        "{} then {}",
+        d0.expires,
+        d1.expires
+    );
+    d1.verify(unix_now()).unwrap();
+    assert_eq!(
+        (d1.id, d1.x25519, d1.addr, d1.roles),
+        (d0.id, d0.x25519, d0.addr, d0.roles)
+    );
+    // what the node publishes in the DHT is the renewed one
+    let rec = n.descriptor_record();
+    let published = overlay::Descriptor::decode_verified(&rec.value, unix_now()).unwrap();
+    assert!(published.expires >= d1.expires);
+    n.shutdown();
+}

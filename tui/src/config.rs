@@ -59,6 +59,10 @@ pub struct NetworkConfig {
     pub listen: SocketAddr,
     /// Nodes to bootstrap from (`host:port`).
     pub bootstrap: Vec<String>,
+    /// How long this node's signed descriptor is valid; it is re-signed every quarter of it
+    /// and republished, so the node stays in the network for as long as it runs. Test networks
+    /// shorten it (as Tor's TestingTorNetwork does); at least 4 s.
+    pub descriptor_lifetime_secs: u64,
 }
 
 /// Which services this node offers to others.
@@ -157,6 +161,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
             bootstrap: Vec::new(),
+            descriptor_lifetime_secs: 24 * 3600,
         }
     }
 }

@@ -617,3 +617,58 @@ fn seed_shows_its_dashboard_and_a_get_finds_it_through_the_dht() {
     });
     assert!(ok, "warren seed did not exit after q");
 }
+
+#[test]
+fn nodes_renew_their_descriptors_and_stay_in_the_network_past_their_lifetime() {
+    // descriptors valid for 4 s (the minimum; test networks only): without renewal every node
+    // would drop out of the others' DHT tables (which count only valid descriptors) after 4 s
+    let dir = tempfile::tempdir().unwrap();
+    let descs: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("n{i}/data/descriptor")))
+        .collect();
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let d = dir.path().join(format!("n{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = d.join("config.toml");
+        std::fs::write(&cfg, "[network]\ndescriptor_lifetime_secs = 4\n").unwrap();
+        let log = std::fs::File::create(d.join("log")).unwrap();
+        let mut c = warren();
+        c.arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--socket")
+            .arg(d.join("control.sock"));
+        for p in &descs {
+            c.arg("--bootstrap").arg(p);
+        }
+        c.args(["node", "--relay", "--dht", "--listen", "127.0.0.1:0"]);
+        procs.push(Proc(
+            c.stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    for d in &descs {
+        assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
+    }
+    let sockets: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("n{i}/control.sock")))
+        .collect();
+    wait_network_formed(&sockets, Duration::from_secs(30));
+    let first: Vec<String> = descs
+        .iter()
+        .map(|d| std::fs::read_to_string(d).unwrap())
+        .collect();
+    // three lifetimes later the network is still formed, from descriptors signed since
+    std::thread::sleep(Duration::from_secs(12));
+    wait_network_formed(&sockets, Duration::from_secs(4));
+    for (d, old) in descs.iter().zip(&first) {
+        let now = std::fs::read_to_string(d).unwrap();
+        assert_ne!(&now, old, "{} was never re-signed", d.display());
+    }
+    drop(procs);
+}

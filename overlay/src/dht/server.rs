@@ -33,6 +33,13 @@ impl DhtServer {
         self
     }
 
+    /// Replaces this node's own contact (its renewed descriptor; same id).
+    pub fn set_me(&mut self, me: Contact) {
+        if me.id == self.me.id {
+            self.me = me;
+        }
+    }
+
     pub fn id(&self) -> Key {
         self.me.id
     }

@@ -128,6 +128,39 @@ pub fn load_directory_lenient(entries: &[String]) -> (Vec<Descriptor>, Vec<Strin
     (out, missing)
 }
 
+fn ncfg_lifetime(cfg: &Config) -> std::time::Duration {
+    std::time::Duration::from_secs(cfg.network.descriptor_lifetime_secs.max(4))
+}
+
+/// Writes `d` to `path` (hex, one line) atomically: readers see the old file or the new one.
+fn write_descriptor_file(path: &std::path::Path, d: &overlay::Descriptor) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{}\n", hex::encode(d.encode())))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Rewrites the descriptor file each time the node re-signs its descriptor, so that nodes
+/// bootstrapping from the file never read an expired one.
+fn spawn_descriptor_file_upkeep(node: overlay::Node, path: PathBuf, lifetime: std::time::Duration) {
+    let every = (lifetime / 8).clamp(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(60),
+    );
+    tokio::spawn(async move {
+        let mut written = node.descriptor().expires;
+        loop {
+            tokio::time::sleep(every).await;
+            let d = node.descriptor();
+            if d.expires != written {
+                match write_descriptor_file(&path, &d) {
+                    Ok(()) => written = d.expires,
+                    Err(e) => tracing::warn!("cannot rewrite {}: {e}", path.display()),
+                }
+            }
+        }
+    });
+}
+
 /// How often bootstrap descriptors are read again.
 const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -139,7 +172,7 @@ fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overl
         return;
     }
     tokio::spawn(async move {
-        let mut known: Vec<[u8; 32]> = Vec::new();
+        let mut known: Vec<([u8; 32], u64)> = Vec::new();
         let mut warned = false;
         loop {
             let (mut ds, missing) = resolve_directory_lenient(&entries).await;
@@ -151,7 +184,8 @@ fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overl
                     }
                 }
             }
-            let mut ids: Vec<[u8; 32]> = ds.iter().map(|d| d.id.0).collect();
+            // a renewed descriptor (same id, later expiry) counts as a change
+            let mut ids: Vec<([u8; 32], u64)> = ds.iter().map(|d| (d.id.0, d.expires)).collect();
             ids.sort();
             if ids != known {
                 known = ids;
@@ -176,9 +210,17 @@ fn spawn_directory_refresh(cfg: &Config, core: Arc<NodeCore>, node: Option<overl
 }
 
 /// A DHT node's upkeep: publishes its own descriptor as a DHT record (at start, then every 30
-/// minutes, so it is found by id and stays fresh before it expires), and saves the routing table's
+/// minutes or a third of the descriptor's lifetime if shorter, so it is found by id and its
+/// holders always have a valid one: the node re-signs it every quarter), and saves the routing table's
 /// contacts to `cache` every minute so that a restart rejoins without the bootstrap files.
-fn spawn_dht_upkeep(node: overlay::Node, core: Arc<NodeCore>, cache: PathBuf) {
+fn spawn_dht_upkeep(
+    node: overlay::Node,
+    core: Arc<NodeCore>,
+    cache: PathBuf,
+    lifetime: std::time::Duration,
+) {
+    // republished at least three times per lifetime (its holders then always have a valid one)
+    let republish = (lifetime / 3).min(std::time::Duration::from_secs(30 * 60));
     let n2 = node.clone();
     tokio::spawn(async move {
         loop {
@@ -214,7 +256,7 @@ fn spawn_dht_upkeep(node: overlay::Node, core: Arc<NodeCore>, cache: PathBuf) {
                 if stored == 0 {
                     std::time::Duration::from_secs(10)
                 } else {
-                    std::time::Duration::from_secs(30 * 60)
+                    republish
                 }
             };
             tokio::time::sleep(wait).await;
@@ -335,6 +377,8 @@ pub async fn node(
     // [rate_limits] relay / exit: bytes per second, 0 = no cap
     ncfg.relay_rate = Some(cfg.rate_limits.relay).filter(|r| *r > 0);
     ncfg.exit_rate = Some(cfg.rate_limits.exit).filter(|r| *r > 0);
+    ncfg.descriptor_lifetime =
+        std::time::Duration::from_secs(cfg.network.descriptor_lifetime_secs.max(4));
     // [roles] queue_mib: the out-of-memory killer's threshold (at least 16 MiB: a few windows)
     ncfg.limits.max_queued_bytes = (cfg.roles.queue_mib.max(16) as usize) << 20;
     let node = overlay::Node::start(ncfg)
@@ -345,11 +389,9 @@ pub async fn node(
     std::fs::write(&boot_path, format!("{boot_line}\n"))
         .with_context(|| format!("cannot write {}", boot_path.display()))?;
     let desc_path = data.join("descriptor");
-    std::fs::write(
-        &desc_path,
-        format!("{}\n", hex::encode(node.descriptor().encode())),
-    )
-    .with_context(|| format!("cannot write {}", desc_path.display()))?;
+    write_descriptor_file(&desc_path, &node.descriptor())
+        .with_context(|| format!("cannot write {}", desc_path.display()))?;
+    spawn_descriptor_file_upkeep(node.clone(), desc_path.clone(), ncfg_lifetime(cfg));
     writeln!(
         out,
         "node {} listening on {} ({}{}{}); descriptor in {}",
@@ -423,7 +465,7 @@ pub async fn node(
     );
     spawn_directory_refresh(cfg, core.clone(), Some(node.clone()));
     if dht {
-        spawn_dht_upkeep(node.clone(), core.clone(), cache);
+        spawn_dht_upkeep(node.clone(), core.clone(), cache, ncfg_lifetime(cfg));
     }
     // the transfers added to this node before it stopped (or was killed)
     let restored = core.restore_saved().await;
