@@ -51,6 +51,10 @@ const WRITE_BATCH: usize = 16;
 pub struct NodeConfig {
     pub identity: Identity,
     pub listen: SocketAddr,
+    /// The address others dial to reach this node, put in its descriptor; `None` = the listen
+    /// address. Port 0 = the port the listener got. A node with roles must have one that is
+    /// not unspecified (`0.0.0.0`, `::`): nobody can dial that.
+    pub advertise: Option<SocketAddr>,
     pub roles: u8,
     pub exit_policy: ExitPolicy,
     /// TESTING ONLY: let the exit reach private/loopback/link-local destinations.
@@ -72,6 +76,7 @@ impl NodeConfig {
         NodeConfig {
             identity,
             listen,
+            advertise: None,
             roles,
             exit_policy: if roles & ROLE_EXIT != 0 {
                 ExitPolicy::default()
@@ -282,6 +287,26 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// The address a node's descriptor carries (`None`: the listener's own). A node with roles
+/// (relay, exit, DHT, intro) is dialled by others, so an unspecified address is refused with a
+/// message that says what to do.
+fn published_addr(
+    advertise: Option<SocketAddr>,
+    listen: SocketAddr,
+    roles: u8,
+) -> std::io::Result<Option<SocketAddr>> {
+    let a = advertise.unwrap_or(listen);
+    if roles != 0 && a.ip().is_unspecified() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{a} is not an address others can dial: advertise the address this node is                  reached at (--advertise HOST:PORT, config network.advertise) or listen on it"
+            ),
+        ));
+    }
+    Ok(advertise)
+}
+
 /// How long before its expiry a descriptor is re-signed: a quarter of its lifetime, so that
 /// holders that refresh at half the lifetime (DHT republishing, directory reads) never see it
 /// expire.
@@ -402,12 +427,17 @@ impl Node {
 
     /// Binds the listener and starts accepting links.
     pub async fn start(cfg: NodeConfig) -> std::io::Result<Node> {
+        let published = published_addr(cfg.advertise, cfg.listen, cfg.roles)?;
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
+        let mut published = published.unwrap_or(addr);
+        if published.port() == 0 {
+            published.set_port(addr.port());
+        }
         let expires = unix_now() + cfg.descriptor_lifetime.as_secs();
         let descriptor = Descriptor::new_signed(
             &cfg.identity,
-            addr,
+            published,
             cfg.roles,
             cfg.exit_policy.clone(),
             expires,
@@ -2044,5 +2074,37 @@ fn fit_dht_reply(txid: u64, mut resp: crate::dht::Response) -> Vec<u8> {
                 .encode()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_with_roles_never_publishes_an_unspecified_address() {
+        let any: SocketAddr = "0.0.0.0:7700".parse().unwrap();
+        let any6: SocketAddr = "[::]:7700".parse().unwrap();
+        let public: SocketAddr = "203.0.113.7:7700".parse().unwrap();
+        for unspecified in [any, any6] {
+            let e = published_addr(None, unspecified, ROLE_RELAY).unwrap_err();
+            assert!(e.to_string().contains("--advertise"), "{e}");
+            assert!(published_addr(Some(unspecified), public, ROLE_RELAY).is_err());
+            // a client-only node publishes nothing, so it may listen anywhere
+            assert_eq!(published_addr(None, unspecified, 0).unwrap(), None);
+        }
+        assert_eq!(
+            published_addr(Some(public), any, ROLE_RELAY).unwrap(),
+            Some(public)
+        );
+        assert_eq!(published_addr(None, public, ROLE_RELAY).unwrap(), None);
+        assert_eq!(
+            renew_interval(Duration::from_secs(86400)),
+            Duration::from_secs(21600)
+        );
+        assert_eq!(
+            renew_interval(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
     }
 }

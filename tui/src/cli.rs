@@ -58,8 +58,9 @@ pub struct ConfigOverrides {
     /// Overlay listen address (config: network.listen)
     #[arg(long = "listen-addr", global = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Bootstrap node host:port, repeatable; replaces the configured list (config: network.bootstrap)
-    #[arg(long = "bootstrap", global = true, value_name = "HOST:PORT")]
+    /// Bootstrap node, repeatable: a descriptor file, `desc:<hex>` or `<x25519 key hex>@<ip:port>`
+    /// (what `warren node` prints); replaces the configured list (config: network.bootstrap)
+    #[arg(long = "bootstrap", global = true, value_name = "FILE|KEY@ADDR")]
     pub bootstrap: Vec<String>,
     /// Relay for others: true/false (config: roles.relay)
     #[arg(long = "role-relay", global = true, value_name = "BOOL")]
@@ -272,7 +273,7 @@ pub enum Command {
     InstallHandler,
     /// Run a headless node
     #[command(
-        after_help = "Examples:\n  warren node\n  warren node --relay --dht --listen 0.0.0.0:7700\n  warren node --relay --exit"
+        after_help = "Examples:\n  warren node\n  warren node --relay --dht --listen 0.0.0.0:7700 --advertise 203.0.113.7:7700\n  warren node --relay --exit"
     )]
     Node {
         /// Relay traffic for others
@@ -287,6 +288,10 @@ pub enum Command {
         /// Listen address for overlay links
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// The address others dial to reach this node, put in its descriptor (config:
+        /// network.advertise); needed with --listen 0.0.0.0:PORT or behind a NAT
+        #[arg(long, value_name = "ADDR")]
+        advertise: Option<SocketAddr>,
     },
     /// Start a whole local network in-process and download through it
     #[command(after_help = "Examples:\n  warren demo\n  warren demo --no-tui --size 10000000")]

@@ -293,10 +293,14 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             exit,
             dht,
             listen,
+            advertise,
         } => {
             let mut cfg = cfg;
             if let Some(l) = listen {
                 cfg.network.listen = l;
+            }
+            if advertise.is_some() {
+                cfg.network.advertise = advertise;
             }
             runtime()?.block_on(async {
                 let mut stdout = std::io::stdout();

@@ -57,7 +57,10 @@ impl Default for TunnelWrapConfig {
 pub struct NetworkConfig {
     /// Overlay link listen address (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Nodes to bootstrap from (`host:port`).
+    /// The address others dial to reach this node (in its descriptor); needed when `listen` is
+    /// `0.0.0.0`/`::` or behind a NAT. Port 0 = the listen port.
+    pub advertise: Option<SocketAddr>,
+    /// Nodes to bootstrap from: descriptor files, `desc:<hex>`, or `<x25519 key hex>@<ip:port>`.
     pub bootstrap: Vec<String>,
     /// How long this node's signed descriptor is valid; it is re-signed every quarter of it
     /// and republished, so the node stays in the network for as long as it runs. Test networks
@@ -160,6 +163,7 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         NetworkConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
+            advertise: None,
             bootstrap: Vec::new(),
             descriptor_lifetime_secs: 24 * 3600,
         }

@@ -672,3 +672,123 @@ fn nodes_renew_their_descriptors_and_stay_in_the_network_past_their_lifetime() {
     }
     drop(procs);
 }
+
+/// Starts `warren node ARGS` in `dir` (logging to `dir/log`); waits until the log has `needle`.
+fn node_saying(dir: &Path, args: &[&str], needle: &str) -> (Proc, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log_path = dir.join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut c = warren();
+    c.arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--socket")
+        .arg(dir.join("control.sock"))
+        .arg("node")
+        .args(args);
+    let p = Proc(
+        c.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if text.contains(needle) {
+            return (p, text);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "`warren node {}` never said {needle:?}:\n{text}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_listening_on_an_unspecified_address_publishes_only_an_advertised_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // no --advertise: nobody could dial 0.0.0.0, so the node says so and publishes nothing
+    let a = dir.path().join("a");
+    let (_pa, text) = node_saying(
+        &a,
+        &["--relay", "--dht", "--listen", "0.0.0.0:0"],
+        "not published",
+    );
+    assert!(
+        text.contains("is not an address others can dial") && text.contains("--advertise"),
+        "{text}"
+    );
+    assert!(!a.join("data/descriptor").exists());
+    assert!(!text.contains("others bootstrap from this node"), "{text}");
+    // with --advertise (port 0 = the listen port) the descriptor holds the advertised address,
+    // and another node bootstraps from the line it prints
+    let b = dir.path().join("b");
+    let (_pb, text) = node_saying(
+        &b,
+        &[
+            "--relay",
+            "--dht",
+            "--listen",
+            "0.0.0.0:0",
+            "--advertise",
+            "127.0.0.1:0",
+        ],
+        "others bootstrap from this node with: --bootstrap ",
+    );
+    let line = text
+        .lines()
+        .find_map(|l| l.split("--bootstrap ").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let addr = line.split('@').nth(1).unwrap();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{line}"
+    );
+    assert!(b.join("data/descriptor").exists());
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let (_pc, _) = node_saying(
+        &c,
+        &[
+            "--relay",
+            "--dht",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &line,
+        ],
+        "others bootstrap from this node",
+    );
+    wait_network_formed(
+        &[b.join("control.sock"), c.join("control.sock")],
+        Duration::from_secs(30),
+    );
+}
+
+#[test]
+fn node_takes_its_roles_from_the_config_unless_flags_are_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("n");
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("config.toml");
+    std::fs::write(&cfg, "[roles]\nrelay = true\nexit = true\ndht = false\n").unwrap();
+    let cfg_arg = cfg.display().to_string();
+    let (p, text) = node_saying(
+        &d,
+        &["--listen", "127.0.0.1:0", "--config", &cfg_arg],
+        "others bootstrap",
+    );
+    assert!(text.contains("(relay + exit)"), "{text}");
+    drop(p);
+    let (_p, text) = node_saying(
+        &d,
+        &["--listen", "127.0.0.1:0", "--config", &cfg_arg, "--dht"],
+        "others bootstrap",
+    );
+    assert!(text.contains("(client only + dht)"), "{text}");
+}

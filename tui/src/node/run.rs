@@ -360,6 +360,27 @@ pub async fn node(
     let id_path = data.join("identity.key");
     let identity = Identity::load_or_create(&id_path)
         .map_err(|e| anyhow!("identity {}: {e}", id_path.display()))?;
+    // role flags on the command line decide; without any, the config's [roles] do
+    let (relay, exit, dht) = if relay || exit || dht {
+        (relay, exit, dht)
+    } else {
+        (cfg.roles.relay, cfg.roles.exit, cfg.roles.dht)
+    };
+    // nobody can dial an unspecified address: such a node only uses the network
+    let published = cfg.network.advertise.unwrap_or(cfg.network.listen);
+    let undialable = published.ip().is_unspecified();
+    let (relay, exit, dht) = if undialable && (relay || exit || dht) {
+        writeln!(
+            out,
+            "warning: {published} is not an address others can dial, so this node acts as a \
+             client only (no relay, exit or DHT service, no descriptor published); give the \
+             address it is reached at with --advertise HOST:PORT (config network.advertise), or \
+             --listen on that address"
+        )?;
+        (false, false, false)
+    } else {
+        (relay, exit, dht)
+    };
     let mut roles = 0;
     if relay || exit {
         // every relay can also be an introduction point
@@ -372,6 +393,7 @@ pub async fn node(
         roles |= overlay::descriptor::ROLE_DHT;
     }
     let mut ncfg = overlay::NodeConfig::new(identity, cfg.network.listen, roles);
+    ncfg.advertise = cfg.network.advertise;
     ncfg.exit_policy = exit_policy(cfg)?;
     ncfg.allow_private_exit = cfg.exit_policy.allow_private;
     // [rate_limits] relay / exit: bytes per second, 0 = no cap
@@ -384,36 +406,56 @@ pub async fn node(
     let node = overlay::Node::start(ncfg)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.network.listen))?;
-    let boot_path = data.join("bootstrap");
-    let boot_line = format!("{}@{}", hex::encode(node.descriptor().x25519), node.addr());
-    std::fs::write(&boot_path, format!("{boot_line}\n"))
-        .with_context(|| format!("cannot write {}", boot_path.display()))?;
+    // what others dial: the descriptor's address (advertised, or the listener's own)
+    let boot_line = format!(
+        "{}@{}",
+        hex::encode(node.descriptor().x25519),
+        node.descriptor().addr
+    );
     let desc_path = data.join("descriptor");
-    write_descriptor_file(&desc_path, &node.descriptor())
-        .with_context(|| format!("cannot write {}", desc_path.display()))?;
-    spawn_descriptor_file_upkeep(node.clone(), desc_path.clone(), ncfg_lifetime(cfg));
-    writeln!(
-        out,
-        "node {} listening on {} ({}{}{}); descriptor in {}",
-        node.id().short(),
-        node.addr(),
-        if roles & ROLE_RELAY != 0 {
-            "relay"
-        } else {
-            "client only"
-        },
-        if roles & ROLE_EXIT != 0 {
-            " + exit"
-        } else {
-            ""
-        },
-        if dht { " + dht" } else { "" },
-        desc_path.display()
-    )?;
-    writeln!(
-        out,
-        "others bootstrap from this node with: --bootstrap {boot_line}"
-    )?;
+    if undialable {
+        // nothing to publish: an old descriptor file would point others at a dead address
+        let _ = std::fs::remove_file(&desc_path);
+        let _ = std::fs::remove_file(data.join("bootstrap"));
+    } else {
+        let boot_path = data.join("bootstrap");
+        std::fs::write(&boot_path, format!("{boot_line}\n"))
+            .with_context(|| format!("cannot write {}", boot_path.display()))?;
+        write_descriptor_file(&desc_path, &node.descriptor())
+            .with_context(|| format!("cannot write {}", desc_path.display()))?;
+        spawn_descriptor_file_upkeep(node.clone(), desc_path.clone(), ncfg_lifetime(cfg));
+    }
+    if undialable {
+        writeln!(
+            out,
+            "node {} listening on {} (client only; not published)",
+            node.id().short(),
+            node.addr()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "node {} listening on {} ({}{}{}); descriptor in {}",
+            node.id().short(),
+            node.addr(),
+            if roles & ROLE_RELAY != 0 {
+                "relay"
+            } else {
+                "client only"
+            },
+            if roles & ROLE_EXIT != 0 {
+                " + exit"
+            } else {
+                ""
+            },
+            if dht { " + dht" } else { "" },
+            desc_path.display()
+        )?;
+        writeln!(
+            out,
+            "others bootstrap from this node with: --bootstrap {boot_line}"
+        )?;
+    }
     out.flush()?;
     // a node may start before its peers: entries that cannot be read yet are read again later
     let (directory, missing) = resolve_directory_lenient(&cfg.network.bootstrap).await;
