@@ -130,7 +130,7 @@ pub mod reason {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CellError {
     #[error("relay data too long: {0} > {RELAY_DATA_MAX}")]
     TooLong(usize),

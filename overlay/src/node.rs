@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::cell::{self, cmd, rcmd, reason, CellBuf, CELL_SIZE, RELAY_DATA_MAX, WIRE_CELL};
 use crate::channel::{self, LinkQueues, PushError};
-use crate::circuit::relay::{RelayCrypto, Verdict};
+use crate::circuit::hop::{Forward, HopError, RelayHop};
 use crate::descriptor::{unix_now, Descriptor, ROLE_EXIT, ROLE_INTRO, ROLE_RELAY};
 use crate::exit::ExitPolicy;
 use crate::handshake::{self, LinkInitiator, HTYPE_NK};
@@ -32,8 +32,7 @@ use crate::identity::{Identity, NodeId};
 use crate::limits::{ByteCap, CircuitGate, Limits, LinkGate, Refusal, RefusalLog};
 use crate::link::{self, LinkCipher, LinkDir};
 use crate::stream::{
-    sendme_payload, RecvWindow, SendmeAuth, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC,
-    STREAM_WINDOW,
+    sendme_payload, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW,
 };
 
 #[cfg(feature = "hostile")]
@@ -194,15 +193,11 @@ struct RelayCirc {
 }
 
 struct CircState {
-    crypto: RelayCrypto,
+    /// The circuit's rules at this hop (sans-IO): layers, EXTEND, RELAY_EARLY, windows, SENDMEs.
+    hop: RelayHop,
+    /// Where the circuit goes on (set when CREATED arrives; `hop.onward()` is `Next` then).
     next: Option<(Arc<Link>, u32)>,
-    extending: bool,
     destroyed: bool,
-    fwd_window: RecvWindow,
-    /// RELAY_EARLY cells seen forward on this circuit (at most `cell::MAX_RELAY_EARLY`).
-    early: u8,
-    /// MACs of the DATA cells this hop originated that circuit SENDMEs must echo.
-    sendme_auth: SendmeAuth,
     streams: HashMap<u32, ExitStream>,
     udp: HashMap<u32, Arc<UdpSocket>>,
     tasks: Vec<AbortHandle>,
@@ -1081,13 +1076,10 @@ async fn send_back(
         if st.destroyed {
             return Err(());
         }
-        let (c, tag) = st
-            .crypto
-            .originate_tagged(circ.prev_id, rc, stream, data)
+        let c = st
+            .hop
+            .originate(circ.prev_id, rc, stream, data)
             .map_err(|_| ())?;
-        if rc == rcmd::DATA {
-            st.sendme_auth.on_data_sent(tag);
-        }
         enqueue(node, &circ.prev, circ.prev_id, c)
     };
     if let Err(e) = queued {
@@ -1099,7 +1091,7 @@ async fn send_back(
     Ok(())
 }
 
-async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
+async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, c: CellBuf) {
     let cid = cell::circ_id(&c);
     match cell::command(&c) {
         cmd::PADDING => {}
@@ -1112,14 +1104,20 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
                 Ok(p) => p.to_vec(),
                 Err(_) => return destroy(node, &r.circ, reason::PROTOCOL, None),
             };
-            {
+            let created = {
                 let mut st = lock(&r.circ.st);
-                if !r.next_side || !st.extending {
-                    drop(st);
-                    return destroy(node, &r.circ, reason::PROTOCOL, None);
+                let ok = if r.next_side {
+                    st.hop.on_created()
+                } else {
+                    Err(HopError::UnexpectedCreated)
+                };
+                if ok.is_ok() {
+                    st.next = Some((link.clone(), cid));
                 }
-                st.extending = false;
-                st.next = Some((link.clone(), cid));
+                ok
+            };
+            if let Err(e) = created {
+                return refuse(node, link, &r.circ, e);
             }
             let _ = send_back(node, &r.circ, rcmd::EXTENDED, 0, &reply).await;
         }
@@ -1130,124 +1128,124 @@ async fn handle_cell(node: &Arc<NodeInner>, link: &Arc<Link>, mut c: CellBuf) {
             }
         }
         cmd::RELAY | cmd::RELAY_EARLY => {
-            let early = cell::command(&c) == cmd::RELAY_EARLY;
             let Some(r) = lock(&link.circuits).get(&cid).cloned() else {
                 debug!(link = link.id, circ = cid, "RELAY for unknown circuit");
                 return;
             };
-            if r.next_side && early {
-                // RELAY_EARLY only travels away from the client
-                warn!(
-                    link = link.id,
-                    circ = cid,
-                    "RELAY_EARLY towards the client: destroying circuit"
-                );
-                return destroy(node, &r.circ, reason::PROTOCOL, None);
-            }
             if r.next_side {
-                // backward: add our layer and pass towards the client
-                node.relay_pace(CELL_SIZE).await;
-                let queued = {
-                    let mut st = lock(&r.circ.st);
-                    if st.destroyed {
-                        return;
-                    }
-                    st.crypto.add_backward(cell::body_mut(&mut c));
-                    cell::set_circ_id(&mut c, r.circ.prev_id);
-                    enqueue(node, &r.circ.prev, r.circ.prev_id, c)
-                };
-                if let Err(e) = queued {
-                    warn!(link = link.id, circ = cid, "destroying circuit: {e}");
-                    return destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
-                }
-                node.stats
-                    .relayed_bytes
-                    .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+                backward_cell(node, link, &r.circ, c).await
             } else {
-                let verdict;
-                let next;
-                let joined;
-                {
-                    let mut st = lock(&r.circ.st);
-                    if st.destroyed {
-                        return;
-                    }
-                    if early {
-                        st.early = st.early.saturating_add(1);
-                        if st.early > cell::MAX_RELAY_EARLY {
-                            drop(st);
-                            warn!(
-                                link = link.id,
-                                circ = cid,
-                                "more than {} RELAY_EARLY cells (a circuit too long, or a loop): destroying circuit",
-                                cell::MAX_RELAY_EARLY
-                            );
-                            return destroy(node, &r.circ, reason::PROTOCOL, None);
-                        }
-                    }
-                    let has_next = st.next.is_some() || st.joined.is_some();
-                    verdict = st.crypto.on_forward(cell::body_mut(&mut c), has_next);
-                    next = st.next.clone();
-                    joined = st.joined.clone();
-                }
-                if verdict == Verdict::Forward {
-                    node.relay_pace(CELL_SIZE).await;
-                }
-                match verdict {
-                    Verdict::Forward => {
-                        if let Some((nl, nid)) = next {
-                            cell::set_circ_id(&mut c, nid);
-                            node.stats
-                                .relayed_bytes
-                                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
-                            #[cfg(feature = "hostile")]
-                            let cells = hostile::mangle_forward(node, c);
-                            #[cfg(not(feature = "hostile"))]
-                            let cells = [c];
-                            for c in cells {
-                                if let Err(e) = enqueue(node, &nl, nid, c) {
-                                    warn!(link = link.id, circ = cid, "destroying circuit: {e}");
-                                    destroy(node, &r.circ, reason::RESOURCE_LIMIT, None);
-                                    break;
-                                }
-                            }
-                        } else if let Some(other) = joined {
-                            // rendezvous: pass the (end-to-end sealed) cell to the other end,
-                            // adding that circuit's backward layer (as a plain RELAY: towards a
-                            // client)
-                            cell::set_command(&mut c, cmd::RELAY);
-                            let queued = {
-                                let mut st = lock(&other.st);
-                                if st.destroyed {
-                                    return;
-                                }
-                                st.crypto.add_backward(cell::body_mut(&mut c));
-                                cell::set_circ_id(&mut c, other.prev_id);
-                                enqueue(node, &other.prev, other.prev_id, c)
-                            };
-                            if let Err(e) = queued {
-                                warn!(link = link.id, circ = cid, "destroying circuit: {e}");
-                                return destroy(node, &other, reason::RESOURCE_LIMIT, None);
-                            }
-                            node.stats
-                                .relayed_bytes
-                                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
-                        }
-                    }
-                    Verdict::Destroy => {
-                        node.stats.tamper.fetch_add(1, Ordering::Relaxed);
-                        warn!(link = link.id, circ = cid, "unrecognised relay cell at last hop (tampered or replayed): destroying circuit");
-                        destroy(node, &r.circ, reason::UNRECOGNIZED, None);
-                    }
-                    #[cfg(feature = "hostile")]
-                    Verdict::Deliver if node.hostile_stall.load(Ordering::Relaxed) => {}
-                    Verdict::Deliver => handle_relay(node, &r.circ, &c, early).await,
-                }
+                forward_cell(node, link, &r.circ, c).await
             }
         }
         other => {
             warn!(link = link.id, "unknown cell command {other}; ignoring");
         }
+    }
+}
+
+/// Destroys `circ` for a rule of its hop machine that a peer broke (logged with the reason).
+fn refuse(node: &Arc<NodeInner>, link: &Link, circ: &Arc<RelayCirc>, e: HopError) {
+    if e.is_tampering() {
+        node.stats.tamper.fetch_add(1, Ordering::Relaxed);
+    }
+    warn!(link = link.id, "destroying circuit: {e}");
+    destroy(node, circ, e.reason(), None);
+}
+
+/// A RELAY cell from the next hop: this hop's layer is added and it goes towards the client.
+async fn backward_cell(node: &Arc<NodeInner>, link: &Link, circ: &Arc<RelayCirc>, c: CellBuf) {
+    node.relay_pace(CELL_SIZE).await;
+    let queued = {
+        let mut st = lock(&circ.st);
+        if st.destroyed {
+            return;
+        }
+        match st.hop.on_backward(c) {
+            Ok(mut c) => {
+                cell::set_circ_id(&mut c, circ.prev_id);
+                Ok(enqueue(node, &circ.prev, circ.prev_id, c))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match queued {
+        Err(e) => refuse(node, link, circ, e),
+        Ok(Err(e)) => {
+            warn!(link = link.id, "destroying circuit: {e}");
+            destroy(node, circ, reason::RESOURCE_LIMIT, None);
+        }
+        Ok(Ok(())) => {
+            node.stats
+                .relayed_bytes
+                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A RELAY or RELAY_EARLY cell from the client's side: the hop machine says whether it goes
+/// on, to the joined circuit of a rendezvous, or is for this hop.
+async fn forward_cell(node: &Arc<NodeInner>, link: &Link, circ: &Arc<RelayCirc>, c: CellBuf) {
+    let (what, next, joined) = {
+        let mut st = lock(&circ.st);
+        if st.destroyed {
+            return;
+        }
+        (st.hop.on_forward(c), st.next.clone(), st.joined.clone())
+    };
+    let what = match what {
+        Ok(w) => w,
+        Err(e) => return refuse(node, link, circ, e),
+    };
+    match what {
+        Forward::Next(mut c) => {
+            let Some((nl, nid)) = next else {
+                return; // the machine says it goes on only once CREATED set `next`
+            };
+            node.relay_pace(CELL_SIZE).await;
+            cell::set_circ_id(&mut c, nid);
+            node.stats
+                .relayed_bytes
+                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+            #[cfg(feature = "hostile")]
+            let cells = hostile::mangle_forward(node, c);
+            #[cfg(not(feature = "hostile"))]
+            let cells = [c];
+            for c in cells {
+                if let Err(e) = enqueue(node, &nl, nid, c) {
+                    warn!(link = link.id, "destroying circuit: {e}");
+                    destroy(node, circ, reason::RESOURCE_LIMIT, None);
+                    break;
+                }
+            }
+        }
+        Forward::Joined(c) => {
+            // rendezvous: the (end-to-end sealed) cell goes to the other end with that circuit's
+            // backward layer, as a plain RELAY towards its client
+            let Some(other) = joined else {
+                return;
+            };
+            node.relay_pace(CELL_SIZE).await;
+            let queued = {
+                let mut st = lock(&other.st);
+                if st.destroyed {
+                    return;
+                }
+                let mut c = st.hop.add_joined_layer(c);
+                cell::set_circ_id(&mut c, other.prev_id);
+                enqueue(node, &other.prev, other.prev_id, c)
+            };
+            if let Err(e) = queued {
+                warn!(link = link.id, "destroying circuit: {e}");
+                return destroy(node, &other, reason::RESOURCE_LIMIT, None);
+            }
+            node.stats
+                .relayed_bytes
+                .fetch_add(CELL_SIZE as u64, Ordering::Relaxed);
+        }
+        #[cfg(feature = "hostile")]
+        Forward::Deliver { .. } if node.hostile_stall.load(Ordering::Relaxed) => {}
+        Forward::Deliver { cell, early } => handle_relay(node, circ, &cell, early).await,
     }
 }
 
@@ -1306,13 +1304,9 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
         prev_id: cid,
         bwd_window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
         st: Mutex::new(CircState {
-            crypto: RelayCrypto::new(keys),
+            hop: RelayHop::new(keys),
             next: None,
-            extending: false,
             destroyed: false,
-            fwd_window: RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC),
-            early: 0,
-            sendme_auth: SendmeAuth::new(CIRC_SENDME_INC),
             streams: HashMap::new(),
             udp: HashMap::new(),
             tasks: Vec::new(),
@@ -1357,24 +1351,15 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
             };
-            if !early {
-                warn!("EXTEND in a plain RELAY cell (must be RELAY_EARLY): destroying circuit");
-                return destroy(node, circ, reason::PROTOCOL, None);
-            }
-            if !ext.identity_matches() {
-                // someone else's key under a node's id: would make the sender an invisible
-                // extra hop of every later circuit towards that node
-                warn!("EXTEND whose keys do not derive its node id: destroying circuit");
-                node.stats.tamper.fetch_add(1, Ordering::Relaxed);
-                return destroy(node, circ, reason::PROTOCOL, None);
-            }
-            {
-                let mut st = lock(&circ.st);
-                if st.next.is_some() || st.extending || ext.node_id == node.id.0 {
-                    drop(st);
-                    return destroy(node, circ, reason::PROTOCOL, None);
+            // keys that do not derive the id (someone else's key under a node's id) would make
+            // the sender an invisible extra hop of every later circuit towards that node
+            let started = lock(&circ.st).hop.start_extend(early, &ext, &node.id.0);
+            if let Err(e) = started {
+                if e.is_tampering() {
+                    node.stats.tamper.fetch_add(1, Ordering::Relaxed);
                 }
-                st.extending = true;
+                warn!("destroying circuit: {e}");
+                return destroy(node, circ, e.reason(), None);
             }
             let (n2, c2) = (node.clone(), circ.clone());
             let h = node.spawn(async move {
@@ -1422,12 +1407,14 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
         rcmd::DATA => {
             let (tx, sendme) = {
                 let mut st = lock(&circ.st);
-                if st.fwd_window.on_receive().is_err() {
-                    drop(st);
-                    warn!("client exceeded the circuit window");
-                    return destroy(node, circ, reason::PROTOCOL, None);
-                }
-                let sendme = st.fwd_window.on_consume();
+                let sendme = match st.hop.on_data() {
+                    Ok(due) => due,
+                    Err(e) => {
+                        drop(st);
+                        warn!("destroying circuit: {e}");
+                        return destroy(node, circ, e.reason(), None);
+                    }
+                };
                 (st.streams.get(&sid).and_then(|s| s.data_tx.clone()), sendme)
             };
             if let Some(tx) = tx {
@@ -1470,10 +1457,10 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             if sid == 0 {
                 // it must echo the MAC of the DATA cell it acknowledges (proposal 289): a
                 // client that does not read cannot make this exit send faster
-                let auth = lock(&circ.st).sendme_auth.on_sendme(msg.data);
+                let auth = lock(&circ.st).hop.on_circuit_sendme(msg.data);
                 if let Err(e) = auth {
-                    warn!("circuit SENDME refused ({e}): destroying circuit");
-                    return destroy(node, circ, reason::PROTOCOL, None);
+                    warn!("destroying circuit: {e}");
+                    return destroy(node, circ, e.reason(), None);
                 }
                 circ.bwd_window.add_permits(CIRC_SENDME_INC as usize);
             } else if let Some(s) = lock(&circ.st).streams.get(&sid) {
@@ -1649,7 +1636,7 @@ async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
                 warn!("introduction request at a node without the INTRO role");
                 return destroy(node, circ, reason::UNSUPPORTED, None);
             }
-            let binding = lock(&circ.st).crypto.binding();
+            let binding = lock(&circ.st).hop.binding();
             lock(&node.intro).handle(from, &binding, m)
         }
         HsMessage::EstablishRendezvous { .. } | HsMessage::Rendezvous1 { .. } => {
@@ -1681,7 +1668,7 @@ async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
             let other = to.0;
             {
                 let mut a = lock(&circ.st);
-                if a.next.is_some() || a.joined.is_some() {
+                if a.hop.join().is_err() {
                     drop(a);
                     return destroy(node, circ, reason::PROTOCOL, None);
                 }
@@ -1689,7 +1676,7 @@ async fn handle_hs(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, data: &[u8]) {
             }
             {
                 let mut b = lock(&other.st);
-                if b.destroyed || b.next.is_some() || b.joined.is_some() {
+                if b.destroyed || b.hop.join().is_err() {
                     drop(b);
                     lock(&circ.st).joined = None;
                     return destroy(node, circ, reason::DESTROYED, None);

@@ -2,5 +2,6 @@
 //! (`relay`). The node and client modules drive them from tokio tasks.
 
 pub mod client;
+pub mod hop;
 pub mod origin;
 pub mod relay;

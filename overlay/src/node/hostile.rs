@@ -32,7 +32,7 @@ impl Node {
             if st.destroyed || (which == Circuits::Joined && st.joined.is_none()) {
                 continue;
             }
-            if let Ok(c) = st.crypto.originate(circ.prev_id, rc, stream, data) {
+            if let Ok(c) = st.hop.originate(circ.prev_id, rc, stream, data) {
                 if super::enqueue(&self.inner, &circ.prev, circ.prev_id, c).is_ok() {
                     sent += 1;
                 }
