@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cell;
 pub mod circuit;
 pub mod client;
+mod client_link;
 pub mod descriptor;
 pub mod dht;
 pub mod dht_client;
