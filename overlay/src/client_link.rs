@@ -201,7 +201,10 @@ impl ClientLink {
             empty && self.close_when_empty
         };
         if close_now {
-            self.close(format!("link to first hop {}: its circuit closed", self.name));
+            self.close(format!(
+                "link to first hop {}: its circuit closed",
+                self.name
+            ));
         }
     }
 
@@ -452,10 +455,7 @@ impl LinkPool {
     }
 
     fn open_link(&self, key: &LinkKey) -> Option<Arc<ClientLink>> {
-        lock(&self.links)
-            .get(key)
-            .filter(|l| l.is_open())
-            .cloned()
+        lock(&self.links).get(key).filter(|l| l.is_open()).cloned()
     }
 
     /// Open links.
