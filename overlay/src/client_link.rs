@@ -336,7 +336,9 @@ async fn read_loop(
     loop {
         if *stop.borrow() {
             // the hostile kit's client that does not read: the socket's receive window fills
+            debug!(first_hop = %name, "link stops reading");
             let _ = stop.wait_for(|s| !*s).await;
+            debug!(first_hop = %name, "link reads again");
             last_read = Instant::now();
         }
         let n = tokio::select! {
@@ -345,6 +347,7 @@ async fn read_loop(
                 Ok(n) => n,
                 Err(e) => return format!("link to first hop {name} failed: {e}"),
             },
+            _ = stop_requested(&mut stop) => continue,
             _ = tick.tick() => {
                 if last_read.elapsed() >= t.read_idle {
                     return format!("link to first hop {name}: idle timeout");
@@ -368,6 +371,14 @@ async fn read_loop(
         }
         buf.copy_within(off..filled, 0);
         filled -= off;
+    }
+}
+
+/// Returns when the hostile kit asks the link to stop reading (never if it cannot any more).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let gone = stop.wait_for(|s| *s).await.is_err();
+    if gone {
+        std::future::pending::<()>().await;
     }
 }
 
