@@ -1236,7 +1236,8 @@ struct ClientInner {
     all: Mutex<Vec<std::sync::Weak<ClientCirc>>>,
     next_id: AtomicU64,
     build_lock: tokio::sync::Mutex<()>,
-    /// One link per first hop, shared by every circuit through it.
+    /// One link per first hop, shared by every circuit through it. Declared last: dropped after
+    /// the pooled and assigned circuits, so that links they leave empty close at once.
     links: Arc<LinkPool>,
 }
 

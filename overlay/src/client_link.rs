@@ -87,6 +87,37 @@ struct LinkState {
     closed: Option<String>,
 }
 
+impl LinkState {
+    fn new() -> LinkState {
+        LinkState {
+            circuits: HashMap::new(),
+            next_n: 1,
+            empty_since: Some(Instant::now()),
+            closed: None,
+        }
+    }
+
+    /// The next id in counting order that no circuit uses, reserved (counting on rather than
+    /// taking the lowest free id: cells of a circuit just destroyed may still be on the way).
+    fn reserve_id(&mut self) -> Option<u32> {
+        // among len + 1 distinct candidates one is free
+        for _ in 0..=self.circuits.len() {
+            let id = cell::CIRC_ID_DIALER_BIT | self.next_n;
+            self.next_n = if self.next_n >= MAX_CIRC_N {
+                1
+            } else {
+                self.next_n + 1
+            };
+            if let std::collections::hash_map::Entry::Vacant(e) = self.circuits.entry(id) {
+                e.insert(Weak::new());
+                self.empty_since = None;
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
 /// One link from this client to a first hop.
 pub(crate) struct ClientLink {
     key: LinkKey,
@@ -121,12 +152,7 @@ impl ClientLink {
             name: first.id.short(),
             tx: Mutex::new(Some(tx)),
             credit: Arc::new(Semaphore::new(LINK_QUEUE)),
-            state: Mutex::new(LinkState {
-                circuits: HashMap::new(),
-                next_n: 1,
-                empty_since: Some(Instant::now()),
-                closed: None,
-            }),
+            state: Mutex::new(LinkState::new()),
             close_when_empty,
             timers,
             reader: Mutex::new(None),
@@ -162,21 +188,8 @@ impl ClientLink {
         if let Some(why) = &st.closed {
             return Err(why.clone());
         }
-        // among len + 1 distinct candidates one is free
-        for _ in 0..=st.circuits.len() {
-            let id = cell::CIRC_ID_DIALER_BIT | st.next_n;
-            st.next_n = if st.next_n >= MAX_CIRC_N {
-                1
-            } else {
-                st.next_n + 1
-            };
-            if let std::collections::hash_map::Entry::Vacant(e) = st.circuits.entry(id) {
-                e.insert(Weak::new());
-                st.empty_since = None;
-                return Ok(id);
-            }
-        }
-        Err(format!("no free circuit id on the link to {}", self.name))
+        st.reserve_id()
+            .ok_or_else(|| format!("no free circuit id on the link to {}", self.name))
     }
 
     /// Registers the circuit for the id [`alloc_circ_id`](Self::alloc_circ_id) reserved.
@@ -481,6 +494,17 @@ impl LinkPool {
     }
 }
 
+impl Drop for LinkPool {
+    /// The client is gone: its links without circuits close now (the others close with their
+    /// last circuit's idle period).
+    fn drop(&mut self) {
+        let links: Vec<Arc<ClientLink>> = lock(&self.links).drain().map(|(_, l)| l).collect();
+        for l in links {
+            l.close_if("the client closed".into(), |st| st.circuits.is_empty());
+        }
+    }
+}
+
 /// A link of its own for one circuit (the free `build_circuit`): closed with that circuit.
 pub(crate) async fn private_link(
     first: &Descriptor,
@@ -488,4 +512,30 @@ pub(crate) async fn private_link(
 ) -> Result<Arc<ClientLink>, String> {
     let (_never, stop) = watch::channel(false);
     ClientLink::dial(first, Timers::new(cfg), true, stop, Weak::new()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_ids_are_the_dialers_count_on_and_skip_ids_in_use() {
+        let mut st = LinkState::new();
+        let a = st.reserve_id().unwrap();
+        let b = st.reserve_id().unwrap();
+        assert!(cell::is_dialer_circ_id(a) && cell::is_dialer_circ_id(b));
+        assert_eq!(
+            (a, b),
+            (cell::CIRC_ID_DIALER_BIT | 1, cell::CIRC_ID_DIALER_BIT | 2)
+        );
+        // a freed id is not handed out again at once
+        st.circuits.remove(&a);
+        assert_eq!(st.reserve_id(), Some(cell::CIRC_ID_DIALER_BIT | 3));
+        // wrapping around skips the ids still in use and never yields the bare dialer bit
+        st.next_n = MAX_CIRC_N;
+        assert_eq!(st.reserve_id(), Some(u32::MAX));
+        assert_eq!(st.reserve_id(), Some(cell::CIRC_ID_DIALER_BIT | 1));
+        assert_eq!(st.reserve_id(), Some(cell::CIRC_ID_DIALER_BIT | 4));
+        assert!(st.empty_since.is_none());
+    }
 }
