@@ -1,10 +1,11 @@
 //! The overlay client: builds circuits from verified descriptors, keeps a pool of pre-built
 //! circuits, opens streams/datagrams/resolves on them, and implements [`AnonProvider`].
 //!
-//! Each client circuit has its own link to its first hop (opened with a fresh throwaway link key,
-//! so links are not linkable to each other). A reader task per circuit peels backward cells and
-//! dispatches them; writers (stream pumps, SENDMEs) seal under the circuit's crypto mutex after
-//! reserving link-queue space, so sequence numbers match the queue order.
+//! A [`Client`] keeps one link per first hop (guard), shared by all its circuits through that hop
+//! ([`crate::client_link`]; the free [`build_circuit`] dials a private link for its one circuit).
+//! The link's reader dispatches backward cells to their circuits, never waiting on one; writers
+//! (stream pumps, SENDMEs) seal under the circuit's crypto mutex while queueing, so sequence
+//! numbers match the queue order.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,31 +18,26 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::PollSender;
 use tracing::{debug, warn};
 
-use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX, WIRE_CELL};
+use crate::cell::{self, cmd, rcmd, reason, CellBuf, RELAY_DATA_MAX};
 use crate::circuit::client::{choose_path_with, ClientCrypto};
 use crate::circuit::origin::{check_sender, HopView};
+use crate::client_link::{private_link, ClientLink, Credit, LinkPool};
 use crate::descriptor::{unix_now, Descriptor};
 use crate::handshake::{HopInitiator, HTYPE_NK};
 use crate::hs::{ClientIntro, HsMessage};
-use crate::identity::Identity;
-use crate::link::LinkDir;
-use crate::node::{dial_link, link_writer, lock, LINK_QUEUE};
+use crate::node::lock;
 use crate::provider::{AnonDatagram, AnonProvider, BoxStream, IsolationKey, ProviderError, Target};
 use crate::relay_crypto::HopKeys;
 use crate::stream::{
     sendme_payload, RecvWindow, SendmeAuth, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC,
     STREAM_WINDOW,
 };
-
-/// The client dials a link of its own for each circuit, so it is always the dialer: the id has
-/// the dialer's high bit ([`cell::CIRC_ID_DIALER_BIT`]).
-const CIRC_ID: u32 = cell::CIRC_ID_DIALER_BIT | 1;
 
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -117,7 +113,10 @@ type HandshakeReply = oneshot::Sender<Result<Vec<u8>, String>>;
 pub struct ClientCirc {
     id: u64,
     path: Vec<Descriptor>,
-    link_tx: mpsc::Sender<CellBuf>,
+    /// The link to the first hop (shared with this client's other circuits through it).
+    link: Arc<ClientLink>,
+    /// This circuit's id on `link` (from the dialer's half: the client always dials).
+    circ_id: u32,
     crypto: Mutex<ClientCrypto>,
     window: Arc<Semaphore>,
     /// MACs of the DATA cells circuit SENDMEs must echo (locked after `crypto`).
@@ -145,6 +144,33 @@ pub struct ClientCirc {
 }
 
 impl ClientCirc {
+    fn new(id: u64, path: Vec<Descriptor>, link: Arc<ClientLink>, circ_id: u32) -> ClientCirc {
+        ClientCirc {
+            id,
+            path,
+            link,
+            circ_id,
+            crypto: Mutex::new(ClientCrypto::default()),
+            window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
+            sendme_auth: Mutex::new(SendmeAuth::new(CIRC_SENDME_INC)),
+            recv_window: Mutex::new(RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC)),
+            streams: Mutex::new(HashMap::new()),
+            next_stream: AtomicU32::new(1),
+            pending: Mutex::new(None),
+            closed: Mutex::new(None),
+            is_closed: AtomicBool::new(false),
+            created: Instant::now(),
+            rtt: Mutex::new(Duration::ZERO),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            tasks: Mutex::new(Vec::new()),
+            purpose: Mutex::new("exit".into()),
+            hs_tx: Mutex::new(None),
+            rendezvous: Mutex::new(None),
+            inbound: Mutex::new(None),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.is_closed.load(Ordering::Relaxed)
     }
@@ -230,8 +256,7 @@ impl ClientCirc {
     }
 
     /// Seals a relay message for hop `dest` in a cell of link command `command` (RELAY or
-    /// RELAY_EARLY) and queues it, under the crypto lock so that sequence numbers follow the
-    /// queue order; records DATA cells' MACs for authenticated SENDMEs.
+    /// RELAY_EARLY) and queues it once the link has room.
     async fn send_cell(
         &self,
         dest: usize,
@@ -240,51 +265,80 @@ impl ClientCirc {
         data: &[u8],
         command: u8,
     ) -> Result<(), ProviderError> {
-        let permit = self
-            .link_tx
-            .reserve()
-            .await
-            .map_err(|_| self.closed_err())?;
+        let credit = self.link.reserve().await.map_err(ProviderError::Closed)?;
+        self.seal_and_queue(Some(credit), dest, rc, stream, data, command)
+    }
+
+    /// [`send_cell`](Self::send_cell) for the link's reader, which must not wait: queued without
+    /// credit (see [`crate::client_link`] for why that queue stays bounded).
+    fn send_now(&self, dest: usize, rc: u8, stream: u32, data: &[u8]) -> Result<(), ProviderError> {
+        self.seal_and_queue(None, dest, rc, stream, data, cmd::RELAY)
+    }
+
+    /// Seals and queues under the crypto lock, so that sequence numbers follow the queue order;
+    /// records DATA cells' MACs for authenticated SENDMEs.
+    fn seal_and_queue(
+        &self,
+        credit: Option<Credit>,
+        dest: usize,
+        rc: u8,
+        stream: u32,
+        data: &[u8],
+        command: u8,
+    ) -> Result<(), ProviderError> {
         let mut cr = lock(&self.crypto);
         if self.is_closed() {
             return Err(self.closed_err());
         }
         let (mut c, tag) = cr
-            .seal_tagged(CIRC_ID, dest, rc, stream, data)
+            .seal_tagged(self.circ_id, dest, rc, stream, data)
             .map_err(|e| ProviderError::Closed(e.to_string()))?;
         cell::set_command(&mut c, command);
         if rc == rcmd::DATA {
             lock(&self.sendme_auth).on_data_sent(tag);
         }
-        permit.send(c);
+        if !self.link.queue(c, credit) {
+            return Err(self.closed_err());
+        }
         Ok(())
     }
 
     /// Tears the circuit down: DESTROY to the first hop, every stream fails.
     pub fn destroy(&self) {
-        let _ = self
-            .link_tx
-            .try_send(cell::destroy_cell(CIRC_ID, reason::DONE));
-        self.close("closed by the client".into());
+        self.teardown(reason::DONE, "closed by the client".into());
+    }
+
+    /// DESTROY(`code`) for this circuit on its link (unless it is closed already), then closes
+    /// it with `why`; the link and its other circuits stay.
+    fn teardown(&self, code: u8, why: String) {
+        if !self.is_closed() {
+            self.link
+                .queue(cell::destroy_cell(self.circ_id, code), None);
+        }
+        self.close(why);
     }
 
     /// TESTING: sends a DATA cell to the last hop with one bit flipped after sealing (a tampering
     /// relay in miniature). The last hop must destroy the circuit.
     #[doc(hidden)]
     pub async fn inject_tampered_cell(&self) -> Result<(), ProviderError> {
-        let permit = self
-            .link_tx
-            .reserve()
-            .await
-            .map_err(|_| self.closed_err())?;
+        let credit = self.link.reserve().await.map_err(ProviderError::Closed)?;
         let mut cr = lock(&self.crypto);
         let last = cr.len().saturating_sub(1);
         let mut c = cr
-            .seal(CIRC_ID, last, rcmd::DATA, 1, b"tampered")
+            .seal(self.circ_id, last, rcmd::DATA, 1, b"tampered")
             .map_err(|e| ProviderError::Closed(e.to_string()))?;
         c[100] ^= 0x04;
-        permit.send(c);
+        if !self.link.queue(c, Some(credit)) {
+            return Err(self.closed_err());
+        }
         Ok(())
+    }
+
+    /// Why a send failed on a closed link.
+    fn link_closed(&self) -> String {
+        self.close_reason()
+            .unwrap_or_else(|| "link to the first hop closed".into())
     }
 
     fn closed_err(&self) -> ProviderError {
@@ -294,8 +348,9 @@ impl ClientCirc {
         )
     }
 
-    /// Marks the circuit dead and fails every stream with `why`.
-    fn close(&self, why: String) {
+    /// Marks the circuit dead, fails every stream with `why` and leaves the link (sends nothing:
+    /// see [`teardown`](Self::teardown)).
+    pub(crate) fn close(&self, why: String) {
         {
             let mut c = lock(&self.closed);
             if c.is_some() {
@@ -329,6 +384,7 @@ impl ClientCirc {
         for t in lock(&self.tasks).drain(..) {
             t.abort();
         }
+        self.link.forget(self.circ_id, self);
         debug!(circ = self.id, "circuit closed: {why}");
     }
 
@@ -367,13 +423,10 @@ impl ClientCirc {
         }
     }
 
-    async fn dispatch(self: &Arc<Self>, mut c: CellBuf) -> Result<(), String> {
+    /// Handles one backward cell of this circuit (the link's reader handles PADDING and DESTROY).
+    /// Never waits: the reader serves every circuit of the link. An error destroys the circuit.
+    pub(crate) fn dispatch(self: &Arc<Self>, mut c: CellBuf) -> Result<(), String> {
         match cell::command(&c) {
-            cmd::PADDING => Ok(()),
-            cmd::DESTROY => Err(format!(
-                "circuit destroyed by a relay ({})",
-                reason::name(c[5])
-            )),
             cmd::CREATED => {
                 let p = cell::lp_payload(&c).map_err(|e| e.to_string())?.to_vec();
                 match lock(&self.pending).take() {
@@ -388,13 +441,13 @@ impl ClientCirc {
                 let hop = lock(&self.crypto).open(&mut c).map_err(|e| e.to_string())?;
                 let tag = crate::relay_crypto::body_tag(cell::body(&c));
                 let m = cell::read_relay(cell::body(&c)).map_err(|e| e.to_string())?;
-                self.on_relay(hop, m.cmd, m.stream, m.data, tag).await
+                self.on_relay(hop, m.cmd, m.stream, m.data, tag)
             }
             other => Err(format!("unexpected cell command {other}")),
         }
     }
 
-    async fn on_relay(
+    fn on_relay(
         self: &Arc<Self>,
         hop: usize,
         rc: u8,
@@ -443,6 +496,8 @@ impl ClientCirc {
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let tx = lock(&self.streams).get(&sid).and_then(|s| s.data.clone());
                 if let Some(tx) = tx {
+                    // never waits (the link's other circuits): the channel holds a whole stream
+                    // window, so a full one means the exit sent past it; that stream ends
                     if tx
                         .try_send(Down::Data(Bytes::copy_from_slice(data)))
                         .is_err()
@@ -453,15 +508,15 @@ impl ClientCirc {
                             "exit exceeded the stream window"
                         );
                         lock(&self.streams).remove(&sid);
+                        let end = cell::encode_end(reason::PROTOCOL, "stream window exceeded");
+                        let _ = self.send_now(hop, rcmd::END, sid, &end);
                     }
                 }
                 if sendme {
                     // sent in order from the reader itself: each echoes one cell's MAC, and the
                     // sender checks them in the order it sent those cells
                     let last = self.last_hop();
-                    let _ = self
-                        .send_to_hop(last, rcmd::SENDME, 0, &sendme_payload(&tag))
-                        .await;
+                    let _ = self.send_now(last, rcmd::SENDME, 0, &sendme_payload(&tag));
                 }
                 Ok(())
             }
@@ -831,6 +886,18 @@ impl ClientCirc {
     }
 }
 
+impl Drop for ClientCirc {
+    /// The application dropped the circuit and its streams: the relays tear it down on DESTROY
+    /// (the link stays for the client's other circuits).
+    fn drop(&mut self) {
+        if !self.is_closed() {
+            self.link
+                .queue(cell::destroy_cell(self.circ_id, reason::DONE), None);
+        }
+        self.link.forget(self.circ_id, self);
+    }
+}
+
 /// A stream through a circuit. Read errors carry the reason when the circuit dies.
 struct CircStream {
     circ: Arc<ClientCirc>,
@@ -1054,83 +1121,70 @@ pub async fn fetch_directory(
     }
 }
 
-/// Builds one circuit along `path` (already verified descriptors, distinct, chosen by the client).
+/// Builds one circuit along `path` (already verified descriptors, distinct, chosen by the client),
+/// on a link of its own to the first hop (closed with the circuit).
 pub async fn build_circuit(
     id: u64,
     path: Vec<Descriptor>,
     cfg: &ClientConfig,
 ) -> Result<Arc<ClientCirc>, ProviderError> {
-    build_circuit_reporting(id, path, cfg, |_| {}).await
+    build_circuit_reporting(id, path, cfg, None, |_| {}).await
 }
 
-/// [`build_circuit`], telling `first_hop` whether the link to the first hop opened.
+/// [`build_circuit`] on the link `links` keeps to the first hop (None: a private link), telling
+/// `first_hop` whether a link to the first hop is open (dialled now or reused).
 async fn build_circuit_reporting(
     id: u64,
     path: Vec<Descriptor>,
     cfg: &ClientConfig,
+    links: Option<&Arc<LinkPool>>,
     first_hop: impl FnOnce(bool),
 ) -> Result<Arc<ClientCirc>, ProviderError> {
     let first = path
         .first()
         .ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?
         .clone();
-    let link_key = Identity::generate().x25519_secret_bytes();
-    let dialed = dial_link(&link_key, &first.x25519, first.addr).await;
-    first_hop(dialed.is_ok());
-    let (sock, cipher) = dialed.map_err(ProviderError::NoCircuit)?;
-    let (tx, rx) = mpsc::channel(LINK_QUEUE);
-    let circ = Arc::new(ClientCirc {
-        id,
-        path: path.clone(),
-        link_tx: tx,
-        crypto: Mutex::new(ClientCrypto::default()),
-        window: Arc::new(Semaphore::new(CIRC_WINDOW as usize)),
-        sendme_auth: Mutex::new(SendmeAuth::new(CIRC_SENDME_INC)),
-        recv_window: Mutex::new(RecvWindow::new(CIRC_WINDOW, CIRC_SENDME_INC)),
-        streams: Mutex::new(HashMap::new()),
-        next_stream: AtomicU32::new(1),
-        pending: Mutex::new(None),
-        closed: Mutex::new(None),
-        is_closed: AtomicBool::new(false),
-        created: Instant::now(),
-        rtt: Mutex::new(Duration::ZERO),
-        bytes_up: AtomicU64::new(0),
-        bytes_down: AtomicU64::new(0),
-        tasks: Mutex::new(Vec::new()),
-        purpose: Mutex::new("exit".into()),
-        hs_tx: Mutex::new(None),
-        rendezvous: Mutex::new(None),
-        inbound: Mutex::new(None),
-    });
-    let (rd, wr) = sock.into_split();
-    let crate::link::LinkCipher { send, recv } = cipher;
-    let writer = tokio::spawn(link_writer(wr, send, rx, cfg.keepalive));
-    // The reader holds only a weak reference: when the application drops the circuit and its
-    // streams, the link closes and the relays tear the circuit down.
-    let c2 = Arc::downgrade(&circ);
-    let idle = cfg.idle_timeout;
-    let reader = tokio::spawn(async move {
-        let why = client_reader(&c2, rd, recv, idle).await;
-        if let Some(c) = c2.upgrade() {
-            c.close(why);
-        }
-    });
-    // The writer is not aborted on close: it ends when the last sender (this circuit) is dropped,
-    // which closes the link and makes the first hop tear the circuit down.
-    drop(writer);
-    lock(&circ.tasks).push(reader.abort_handle());
+    let linked = tokio::time::timeout(cfg.build_timeout, link_with_id(&first, cfg, links)).await;
+    let linked = linked.unwrap_or_else(|_| Err(format!("link to {} timed out", first.addr)));
+    first_hop(linked.is_ok());
+    let (link, circ_id) = linked.map_err(ProviderError::NoCircuit)?;
+    let circ = Arc::new(ClientCirc::new(id, path.clone(), link, circ_id));
+    circ.link.attach(circ_id, &circ);
     let r = tokio::time::timeout(cfg.build_timeout, extend_all(&circ, &path)).await;
     match r {
         Ok(Ok(())) => Ok(circ),
         Ok(Err(e)) => {
-            circ.close(e.clone());
+            circ.teardown(reason::DONE, e.clone());
             Err(ProviderError::NoCircuit(e))
         }
         Err(_) => {
-            circ.close("circuit build timed out".into());
+            circ.teardown(reason::TIMEOUT, "circuit build timed out".into());
             Err(ProviderError::Timeout("circuit build".into()))
         }
     }
+}
+
+/// An open link to `first` and a circuit id reserved on it. A shared link found closed between
+/// the look-up and the reservation is dialled again, once.
+async fn link_with_id(
+    first: &Descriptor,
+    cfg: &ClientConfig,
+    links: Option<&Arc<LinkPool>>,
+) -> Result<(Arc<ClientLink>, u32), String> {
+    let Some(pool) = links else {
+        let link = private_link(first, cfg).await?;
+        let id = link.alloc_circ_id()?;
+        return Ok((link, id));
+    };
+    let mut last = String::new();
+    for _ in 0..2 {
+        let link = pool.link_to(first).await?;
+        match link.alloc_circ_id() {
+            Ok(id) => return Ok((link, id)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), String> {
@@ -1143,12 +1197,12 @@ async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), S
             let mut body = HTYPE_NK.to_be_bytes().to_vec();
             body.extend_from_slice(&(m1.len() as u16).to_be_bytes());
             body.extend_from_slice(&m1);
-            let mut c = cell::new_cell(CIRC_ID, cmd::CREATE);
+            let mut c = cell::new_cell(circ.circ_id, cmd::CREATE);
             cell::body_mut(&mut c)[..body.len()].copy_from_slice(&body);
-            circ.link_tx
-                .send(c)
-                .await
-                .map_err(|_| "link closed".to_string())?;
+            let credit = circ.link.reserve().await?;
+            if !circ.link.queue(c, Some(credit)) {
+                return Err(circ.link_closed());
+            }
         } else {
             let ext = cell::Extend {
                 node_id: hop.id.0,
@@ -1174,53 +1228,6 @@ async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), S
     Ok(())
 }
 
-async fn client_reader(
-    weak: &std::sync::Weak<ClientCirc>,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut recv: LinkDir,
-    idle: Duration,
-) -> String {
-    let mut buf = vec![0u8; WIRE_CELL * 8];
-    let mut filled = 0;
-    let first = match weak.upgrade() {
-        Some(c) => c.path[0].id.short(),
-        None => return "dropped by the client".into(),
-    };
-    loop {
-        // no strong reference while waiting: dropping the circuit closes the link
-        let n = match tokio::time::timeout(idle, rd.read(&mut buf[filled..])).await {
-            Err(_) => return "link idle timeout".into(),
-            Ok(Ok(0)) => return format!("link to first hop {first} closed"),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return format!("link to first hop {first} failed: {e}"),
-        };
-        let Some(circ) = weak.upgrade() else {
-            return "dropped by the client".into();
-        };
-        filled += n;
-        let mut off = 0;
-        while filled - off >= WIRE_CELL {
-            let c = match recv.open(&buf[off..off + WIRE_CELL]) {
-                Ok(c) => c,
-                Err(e) => {
-                    return format!("link: {e}");
-                }
-            };
-            off += WIRE_CELL;
-            if let Err(e) = circ.dispatch(c).await {
-                if !e.starts_with("circuit destroyed") {
-                    let _ = circ
-                        .link_tx
-                        .try_send(cell::destroy_cell(CIRC_ID, reason::PROTOCOL));
-                }
-                return e;
-            }
-        }
-        buf.copy_within(off..filled, 0);
-        filled -= off;
-    }
-}
-
 struct ClientInner {
     cfg: ClientConfig,
     directory: Mutex<Vec<Descriptor>>,
@@ -1229,6 +1236,9 @@ struct ClientInner {
     all: Mutex<Vec<std::sync::Weak<ClientCirc>>>,
     next_id: AtomicU64,
     build_lock: tokio::sync::Mutex<()>,
+    /// One link per first hop, shared by every circuit through it. Declared last: dropped after
+    /// the pooled and assigned circuits, so that links they leave empty close at once.
+    links: Arc<LinkPool>,
 }
 
 /// The overlay client.
@@ -1242,6 +1252,7 @@ impl Client {
     pub fn new(cfg: ClientConfig, directory: Vec<Descriptor>) -> Client {
         let c = Client {
             inner: Arc::new(ClientInner {
+                links: LinkPool::new(&cfg),
                 cfg,
                 directory: Mutex::new(Vec::new()),
                 pool: tokio::sync::Mutex::new(Vec::new()),
@@ -1351,7 +1362,8 @@ impl Client {
                 }
             }
         };
-        let built = build_circuit_reporting(id, path, &self.inner.cfg, report).await;
+        let links = Some(&self.inner.links);
+        let built = build_circuit_reporting(id, path, &self.inner.cfg, links, report).await;
         // a guard that opens links but through which nothing gets built is put down too
         if let (Some(g), Some(first), true) = (&guards, first, linked.load(Ordering::Relaxed)) {
             g.built(&first, built.is_ok(), unix_now());
@@ -1428,6 +1440,34 @@ impl Client {
             });
         }
         Ok(c)
+    }
+
+    /// Builds a circuit along `path` (first hop first, distinct nodes; every descriptor must
+    /// verify), on this client's link to the first hop like every other circuit of the client.
+    pub async fn build_along(
+        &self,
+        path: Vec<Descriptor>,
+    ) -> Result<Arc<ClientCirc>, ProviderError> {
+        let now = unix_now();
+        for d in &path {
+            d.verify(now).map_err(|e| {
+                ProviderError::NoCircuit(format!("descriptor of {}: {e}", d.id.short()))
+            })?;
+        }
+        self.build_tracked(path).await
+    }
+
+    /// Open links of this client (at most one per first hop it has circuits through).
+    pub fn link_count(&self) -> usize {
+        self.inner.links.open_count()
+    }
+
+    /// TESTING (the hostile-node kit): every link of this client stops reading its socket
+    /// (`true`), so the TCP receive window fills as with a client that does not read; `false`
+    /// resumes. Circuits built meanwhile on new links do not read either.
+    #[cfg(feature = "hostile")]
+    pub fn hostile_stop_reading(&self, stop: bool) {
+        self.inner.links.stop_reading(stop);
     }
 
     /// Circuits for the dashboard.

@@ -6,6 +6,7 @@ pub mod cell;
 pub mod channel;
 pub mod circuit;
 pub mod client;
+mod client_link;
 pub mod descriptor;
 pub mod dht;
 pub mod dht_client;
