@@ -846,36 +846,6 @@ async fn run_link_inner(
     node.stats.links_open.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Seals queued cells in batches; sends PADDING after `keepalive` without traffic.
-pub(crate) async fn link_writer(
-    mut wr: OwnedWriteHalf,
-    mut send: LinkDir,
-    mut rx: mpsc::Receiver<CellBuf>,
-    keepalive: Duration,
-) {
-    let mut out = Vec::with_capacity(WIRE_CELL * WRITE_BATCH);
-    loop {
-        let first = match tokio::time::timeout(keepalive, rx.recv()).await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(_) => cell::new_cell(0, cmd::PADDING),
-        };
-        send.seal_into(&first, &mut out);
-        for _ in 1..WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(c) => send.seal_into(&c, &mut out),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = wr.write_all(&out).await {
-            debug!("link write failed: {e}");
-            break;
-        }
-        out.clear();
-    }
-    let _ = wr.shutdown().await;
-}
-
 /// A node's link writer: takes cells from the link's queues (control first, then one cell per
 /// circuit in turn), seals them in batches into one write; PADDING after `keepalive` without
 /// traffic. A peer that does not read blocks only this task: the queues of its circuits fill up
@@ -1051,12 +1021,17 @@ fn enqueue(node: &NodeInner, link: &Link, circ_id: u32, c: CellBuf) -> Result<()
     if link.closed.load(Ordering::Relaxed) {
         return Ok(()); // the link's circuits are being torn down
     }
-    if let Err(e) = lock(&link.queues).push(circ_id, c, std::time::Instant::now()) {
-        node.stats.queue_killed.fetch_add(1, Ordering::Relaxed);
-        return Err(e);
+    {
+        let mut q = lock(&link.queues);
+        if let Err(e) = q.push(circ_id, c, std::time::Instant::now()) {
+            node.stats.queue_killed.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        // counted before the queue is unlocked, so the writer's decrement for this cell (after
+        // it pops it) always comes after: the count never goes below zero
+        let used = node.queued_cells.fetch_add(1, Ordering::Relaxed) + 1;
+        node.queued_peak.fetch_max(used, Ordering::Relaxed);
     }
-    let used = node.queued_cells.fetch_add(1, Ordering::Relaxed) + 1;
-    node.queued_peak.fetch_max(used, Ordering::Relaxed);
     link.wake.notify_one();
     Ok(())
 }

@@ -18,6 +18,8 @@ pub struct TestnetBuilder {
     allow_private: bool,
     dht: bool,
     limits: crate::limits::Limits,
+    /// Limits of single nodes (by index), instead of `limits`.
+    node_limits: Vec<(usize, crate::limits::Limits)>,
 }
 
 impl TestnetBuilder {
@@ -48,6 +50,11 @@ impl TestnetBuilder {
         self.limits = l;
         self
     }
+    /// Limits of node `i` only (relays come first, then exits).
+    pub fn node_limits(mut self, i: usize, l: crate::limits::Limits) -> Self {
+        self.node_limits.push((i, l));
+        self
+    }
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self
@@ -75,7 +82,11 @@ impl TestnetBuilder {
             }
             cfg.allow_private_exit = self.allow_private;
             cfg.idle_timeout = self.idle_timeout;
-            cfg.limits = self.limits.clone();
+            cfg.limits = self
+                .node_limits
+                .iter()
+                .find(|(n, _)| *n == i)
+                .map_or_else(|| self.limits.clone(), |(_, l)| l.clone());
             configs.push(cfg);
         }
         let mut nodes = Vec::new();
@@ -111,6 +122,7 @@ impl Testnet {
             allow_private: true,
             dht: false,
             limits: crate::limits::Limits::default(),
+            node_limits: Vec::new(),
         }
     }
 
