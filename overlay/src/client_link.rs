@@ -458,24 +458,24 @@ impl LinkPool {
         })
     }
 
-    /// The open link to `first` (same id and key), dialled if there is none.
+    /// The open link to `first` (same id and key), dialled if there is none; true if reused.
     pub(crate) async fn link_to(
         self: &Arc<Self>,
         first: &Descriptor,
-    ) -> Result<Arc<ClientLink>, String> {
+    ) -> Result<(Arc<ClientLink>, bool), String> {
         let key = (first.id, first.x25519);
         if let Some(l) = self.open_link(&key) {
-            return Ok(l);
+            return Ok((l, true));
         }
         let gate = lock(&self.dialing).entry(key).or_default().clone();
         let _g = gate.lock().await;
         if let Some(l) = self.open_link(&key) {
-            return Ok(l);
+            return Ok((l, true));
         }
         let stop = self.stop_reading.subscribe();
         let link = ClientLink::dial(first, self.timers, false, stop, Arc::downgrade(self)).await?;
         lock(&self.links).insert(key, link.clone());
-        Ok(link)
+        Ok((link, false))
     }
 
     fn open_link(&self, key: &LinkKey) -> Option<Arc<ClientLink>> {
