@@ -2,7 +2,7 @@
 //! circuits, opens streams/datagrams/resolves on them, and implements [`AnonProvider`].
 //!
 //! A [`Client`] keeps one link per first hop (guard), shared by all its circuits through that hop
-//! ([`crate::client_link`]; the free [`build_circuit`] dials a private link for its one circuit).
+//! (module `client_link`; the free [`build_circuit`] dials a private link for its one circuit).
 //! The link's reader dispatches backward cells to their circuits, never waiting on one; writers
 //! (stream pumps, SENDMEs) seal under the circuit's crypto mutex while queueing, so sequence
 //! numbers match the queue order.
