@@ -2,7 +2,7 @@
 //! circuits, opens streams/datagrams/resolves on them, and implements [`AnonProvider`].
 //!
 //! A [`Client`] keeps one link per first hop (guard), shared by all its circuits through that hop
-//! ([`crate::client_link`]; the free [`build_circuit`] dials a private link for its one circuit).
+//! (module `client_link`; the free [`build_circuit`] dials a private link for its one circuit).
 //! The link's reader dispatches backward cells to their circuits, never waiting on one; writers
 //! (stream pumps, SENDMEs) seal under the circuit's crypto mutex while queueing, so sequence
 //! numbers match the queue order.
@@ -1132,7 +1132,11 @@ pub async fn build_circuit(
 }
 
 /// [`build_circuit`] on the link `links` keeps to the first hop (None: a private link), telling
-/// `first_hop` whether a link to the first hop is open (dialled now or reused).
+/// `first_hop` whether a link to the first hop was open (dialled now or reused).
+///
+/// A reused link may have died without the reader knowing yet (the guard went away): a build
+/// that fails because such a link closed is tried again once on a fresh link, so that a dead
+/// link costs no attempt and the guard is judged by the dial.
 async fn build_circuit_reporting(
     id: u64,
     path: Vec<Descriptor>,
@@ -1144,13 +1148,45 @@ async fn build_circuit_reporting(
         .first()
         .ok_or_else(|| ProviderError::NoCircuit("empty path".into()))?
         .clone();
-    let linked = tokio::time::timeout(cfg.build_timeout, link_with_id(&first, cfg, links)).await;
-    let linked = linked.unwrap_or_else(|_| Err(format!("link to {} timed out", first.addr)));
-    first_hop(linked.is_ok());
-    let (link, circ_id) = linked.map_err(ProviderError::NoCircuit)?;
-    let circ = Arc::new(ClientCirc::new(id, path.clone(), link, circ_id));
+    let mut retried = false;
+    loop {
+        let linked = tokio::time::timeout(cfg.build_timeout, link_with_id(&first, cfg, links));
+        let linked = linked
+            .await
+            .unwrap_or_else(|_| Err(format!("link to {} timed out", first.addr)));
+        let (link, circ_id, reused) = match linked {
+            Ok(l) => l,
+            Err(e) => {
+                first_hop(false);
+                return Err(ProviderError::NoCircuit(e));
+            }
+        };
+        let built = build_on(id, &path, cfg, link.clone(), circ_id).await;
+        if built.is_err() && reused && !retried && !link.is_open() {
+            debug!(
+                circ = id,
+                "the reused link to the first hop closed; building on a new one"
+            );
+            retried = true;
+            continue;
+        }
+        first_hop(true);
+        return built;
+    }
+}
+
+/// Builds circuit `id` along `path` under id `circ_id` on `link`; on failure the circuit is torn
+/// down (DESTROY), the link stays.
+async fn build_on(
+    id: u64,
+    path: &[Descriptor],
+    cfg: &ClientConfig,
+    link: Arc<ClientLink>,
+    circ_id: u32,
+) -> Result<Arc<ClientCirc>, ProviderError> {
+    let circ = Arc::new(ClientCirc::new(id, path.to_vec(), link, circ_id));
     circ.link.attach(circ_id, &circ);
-    let r = tokio::time::timeout(cfg.build_timeout, extend_all(&circ, &path)).await;
+    let r = tokio::time::timeout(cfg.build_timeout, extend_all(&circ, path)).await;
     match r {
         Ok(Ok(())) => Ok(circ),
         Ok(Err(e)) => {
@@ -1164,23 +1200,23 @@ async fn build_circuit_reporting(
     }
 }
 
-/// An open link to `first` and a circuit id reserved on it. A shared link found closed between
-/// the look-up and the reservation is dialled again, once.
+/// An open link to `first`, a circuit id reserved on it, and whether the link was reused. A
+/// shared link found closed between the look-up and the reservation is dialled again, once.
 async fn link_with_id(
     first: &Descriptor,
     cfg: &ClientConfig,
     links: Option<&Arc<LinkPool>>,
-) -> Result<(Arc<ClientLink>, u32), String> {
+) -> Result<(Arc<ClientLink>, u32, bool), String> {
     let Some(pool) = links else {
         let link = private_link(first, cfg).await?;
         let id = link.alloc_circ_id()?;
-        return Ok((link, id));
+        return Ok((link, id, false));
     };
     let mut last = String::new();
     for _ in 0..2 {
-        let link = pool.link_to(first).await?;
+        let (link, reused) = pool.link_to(first).await?;
         match link.alloc_circ_id() {
-            Ok(id) => return Ok((link, id)),
+            Ok(id) => return Ok((link, id, reused)),
             Err(e) => last = e,
         }
     }

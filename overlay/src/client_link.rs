@@ -9,13 +9,14 @@
 //!
 //! The write queue: senders that may wait (stream pumps, handshakes) first take one credit of
 //! [`LINK_QUEUE`], given back when the writer has written their cell, so the link still applies
-//! backpressure. The reader never waits: its cells (circuit SENDMEs, DESTROYs) go into the same
-//! FIFO without credit, so that one circuit cannot stall the others by filling the queue. That
-//! uncredited part is bounded all the same: a circuit SENDME is sent once per
-//! `CIRC_SENDME_INC` DATA cells received, and the relay sends no more than a circuit window
-//! before it has our SENDMEs, so at most `CIRC_WINDOW / CIRC_SENDME_INC` wait per circuit, plus one
-//! DESTROY. A single FIFO (not a priority lane) keeps each circuit's cells in the order they were
-//! sealed, which its relay crypto requires.
+//! backpressure. The reader never waits (a wait there would stall every circuit of the link on
+//! one): its cells (circuit SENDMEs, DESTROYs, the END of a stream that overran its window) go
+//! into the same FIFO without credit, as do the DESTROYs of dropped circuits. That uncredited
+//! part is bounded all the same: a circuit SENDME is sent once per `CIRC_SENDME_INC` DATA cells
+//! received, and the relay sends no more than a circuit window before it has our SENDMEs (more
+//! destroys the circuit), so at most `CIRC_WINDOW / CIRC_SENDME_INC` (4) wait per circuit, plus
+//! one DESTROY per circuit and one END per stream. A single FIFO (not a priority lane) keeps
+//! each circuit's cells in the order they were sealed, which its relay crypto requires.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -458,24 +459,24 @@ impl LinkPool {
         })
     }
 
-    /// The open link to `first` (same id and key), dialled if there is none.
+    /// The open link to `first` (same id and key), dialled if there is none; true if reused.
     pub(crate) async fn link_to(
         self: &Arc<Self>,
         first: &Descriptor,
-    ) -> Result<Arc<ClientLink>, String> {
+    ) -> Result<(Arc<ClientLink>, bool), String> {
         let key = (first.id, first.x25519);
         if let Some(l) = self.open_link(&key) {
-            return Ok(l);
+            return Ok((l, true));
         }
         let gate = lock(&self.dialing).entry(key).or_default().clone();
         let _g = gate.lock().await;
         if let Some(l) = self.open_link(&key) {
-            return Ok(l);
+            return Ok((l, true));
         }
         let stop = self.stop_reading.subscribe();
         let link = ClientLink::dial(first, self.timers, false, stop, Arc::downgrade(self)).await?;
         lock(&self.links).insert(key, link.clone());
-        Ok(link)
+        Ok((link, false))
     }
 
     fn open_link(&self, key: &LinkKey) -> Option<Arc<ClientLink>> {
