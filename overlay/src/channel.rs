@@ -107,9 +107,8 @@ impl LinkQueues {
             let Some((_, cell)) = q.cells.pop_front() else {
                 continue;
             };
-            if q.cells.is_empty() {
-                self.circs.remove(&circ);
-            } else {
+            // a drained queue stays (its buffer is reused) until its circuit is removed
+            if !q.cells.is_empty() {
                 self.ring.push_back(circ);
             }
             self.queued -= 1;
