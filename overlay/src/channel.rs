@@ -19,12 +19,14 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use crate::cell::CellBuf;
-use crate::stream::{CIRC_SENDME_INC, CIRC_WINDOW};
+use crate::stream::CIRC_WINDOW;
 
-/// Cells one circuit may have queued on one link: two windows of DATA plus room for the control
-/// relay messages (SENDMEs, ENDs) that travel outside the window. An honest peer never gets
-/// near it.
-pub const CIRC_QUEUE_CELLS: usize = 2 * CIRC_WINDOW as usize + CIRC_SENDME_INC as usize;
+/// Cells one circuit may have queued on one link (32 MiB): eight windows of DATA. DATA is
+/// windowed, but the other relay messages are not (BEGIN, RESOLVE, their answers, SENDMEs, and
+/// DATAGRAM, which carries UDP at whatever rate the application sends), and a relay cannot tell
+/// them apart: the bound leaves honest bursts of those room while a link is slower than the one
+/// feeding it. What bounds memory overall is the node's cap and its OOM killer.
+pub const CIRC_QUEUE_CELLS: usize = 8 * CIRC_WINDOW as usize;
 /// Link-level control cells queued at most; past it they are dropped (a peer that does not read
 /// cannot make the node hold them).
 pub const CONTROL_QUEUE_CELLS: usize = 256;

@@ -103,6 +103,14 @@ pub struct Limits {
     /// Bytes of cells a node holds queued on all its links together; past it, the circuits with
     /// the oldest queued data are destroyed (Tor's MaxMemInQueues and OOM killer).
     pub max_queued_bytes: usize,
+    /// What an exit holds open for one circuit (TCP streams, UDP associations, resolutions in
+    /// progress) and for all circuits together (sockets, resolutions): past a cap a request is
+    /// answered with END (or RESOLVED) `resource limit`.
+    pub max_streams_per_circuit: usize,
+    pub max_udp_per_circuit: usize,
+    pub max_resolves_per_circuit: usize,
+    pub max_exit_sockets: usize,
+    pub max_exit_resolves: usize,
 }
 
 impl Default for Limits {
@@ -122,6 +130,13 @@ impl Default for Limits {
             creates_per_link_burst: 256.0,
             // 64 circuits with a whole window queued each
             max_queued_bytes: 256 << 20,
+            // a BitTorrent client keeps ~50-200 peer connections; the exit's fd budget is well
+            // under a default 20k-65k `ulimit -n`
+            max_streams_per_circuit: 256,
+            max_udp_per_circuit: 64,
+            max_resolves_per_circuit: 16,
+            max_exit_sockets: 8192,
+            max_exit_resolves: 256,
         }
     }
 }
@@ -151,6 +166,8 @@ pub enum Refusal {
     Circuits,
     #[error("the peer does not read its link")]
     NotReading,
+    #[error("the exit's stream, UDP or resolve cap")]
+    ExitBusy,
 }
 
 /// A pending inbound handshake admitted by [`LinkGate::on_accept`].

@@ -35,8 +35,11 @@ use crate::stream::{
     sendme_payload, CIRC_SENDME_INC, CIRC_WINDOW, STREAM_SENDME_INC, STREAM_WINDOW,
 };
 
+mod exit_slots;
 #[cfg(feature = "hostile")]
 pub mod hostile;
+
+use exit_slots::{ExitCounters, ExitSlot, SlotKind};
 
 /// Cells queued per link before senders wait (the client's links; a node's links have a queue
 /// per circuit, see `channel`).
@@ -134,6 +137,11 @@ pub struct NodeStatus {
     pub circuits_killed_oom: u64,
     #[serde(default)]
     pub circuits_killed_queue: u64,
+    /// What the exit holds open now: sockets (streams, UDP) and resolutions in progress.
+    #[serde(default)]
+    pub exit_sockets: u64,
+    #[serde(default)]
+    pub exit_resolves: u64,
 }
 
 #[derive(Default)]
@@ -200,6 +208,8 @@ struct CircState {
     destroyed: bool,
     streams: HashMap<u32, ExitStream>,
     udp: HashMap<u32, Arc<UdpSocket>>,
+    /// RESOLVEs of this circuit in progress.
+    resolving: usize,
     tasks: Vec<AbortHandle>,
     /// At a rendezvous point: the other end's circuit. Cells not addressed to this hop are passed
     /// to it (with its backward layer added), as a middle relay passes them to its next hop.
@@ -261,6 +271,8 @@ pub(crate) struct NodeInner {
     exit_cap: Option<Mutex<ByteCap>>,
     /// Circuits created by each source address (inbound links).
     circ_from: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Sockets and resolutions the exit holds (capped, `exit_slots`).
+    exit_counters: Arc<ExitCounters>,
     /// Every open link (the out-of-memory killer looks at all their queues).
     links: Mutex<HashMap<u64, std::sync::Weak<Link>>>,
     /// Circuit cells queued on all links, the most ever, and whether the OOM killer is running.
@@ -457,6 +469,7 @@ impl Node {
             evict: Mutex::new(HashMap::new()),
             circ_from: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            exit_counters: Arc::new(ExitCounters::default()),
             queued_cells: AtomicUsize::new(0),
             queued_peak: AtomicUsize::new(0),
             oom_running: AtomicBool::new(false),
@@ -546,6 +559,8 @@ impl Node {
             queued_cap_bytes: self.inner.cfg.limits.max_queued_bytes as u64,
             circuits_killed_oom: s.oom_killed.load(Ordering::Relaxed),
             circuits_killed_queue: s.queue_killed.load(Ordering::Relaxed),
+            exit_sockets: self.inner.exit_counters.held(SlotKind::Socket) as u64,
+            exit_resolves: self.inner.exit_counters.held(SlotKind::Resolve) as u64,
         }
     }
 }
@@ -1284,6 +1299,7 @@ fn handle_create(node: &Arc<NodeInner>, link: &Arc<Link>, cid: u32, c: &[u8]) {
             destroyed: false,
             streams: HashMap::new(),
             udp: HashMap::new(),
+            resolving: 0,
             tasks: Vec::new(),
             joined: None,
         }),
@@ -1361,23 +1377,46 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             let target = String::from_utf8_lossy(msg.data).into_owned();
             let (tx, rx) = mpsc::channel(STREAM_WINDOW as usize + 2);
             let window = Arc::new(Semaphore::new(STREAM_WINDOW as usize));
-            {
+            let admitted = {
                 let mut st = lock(&circ.st);
+                let l = &node.cfg.limits;
                 if st.streams.contains_key(&sid) || sid == 0 {
-                    drop(st);
-                    return destroy(node, circ, reason::PROTOCOL, None);
+                    None
+                } else {
+                    let slot = if st.streams.len() >= l.max_streams_per_circuit {
+                        Err("too many streams on this circuit")
+                    } else {
+                        ExitSlot::take(&node.exit_counters, SlotKind::Socket, l.max_exit_sockets)
+                            .ok_or("this exit has no sockets to spare")
+                    };
+                    if slot.is_ok() {
+                        st.streams.insert(
+                            sid,
+                            ExitStream {
+                                data_tx: Some(tx),
+                                window: window.clone(),
+                            },
+                        );
+                    }
+                    Some(slot)
                 }
-                st.streams.insert(
-                    sid,
-                    ExitStream {
-                        data_tx: Some(tx),
-                        window: window.clone(),
-                    },
-                );
-            }
+            };
+            let slot = match admitted {
+                None => return destroy(node, circ, reason::PROTOCOL, None),
+                Some(Err(why)) => {
+                    node.refused_circuit(Refusal::ExitBusy);
+                    let end = cell::encode_end(reason::RESOURCE_LIMIT, why);
+                    let _ = send_back(node, circ, rcmd::END, sid, &end).await;
+                    return;
+                }
+                Some(Ok(slot)) => slot,
+            };
             let (n2, c2) = (node.clone(), circ.clone());
-            let h = node.spawn(async move { exit_stream(n2, c2, sid, target, rx, window).await });
-            lock(&circ.st).tasks.push(h);
+            let h = node.spawn(async move {
+                let _slot = slot; // held while the stream's socket is
+                exit_stream(n2, c2, sid, target, rx, window).await
+            });
+            push_task(&circ.st, h);
         }
         rcmd::DATA => {
             let (tx, sendme) = {
@@ -1455,8 +1494,32 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                 return;
             }
             let name = String::from_utf8_lossy(msg.data).into_owned();
+            let slot = {
+                let mut st = lock(&circ.st);
+                let l = &node.cfg.limits;
+                let slot = if st.resolving >= l.max_resolves_per_circuit {
+                    None
+                } else {
+                    ExitSlot::take(&node.exit_counters, SlotKind::Resolve, l.max_exit_resolves)
+                };
+                if slot.is_some() {
+                    st.resolving += 1;
+                }
+                slot
+            };
+            let Some(slot) = slot else {
+                node.refused_circuit(Refusal::ExitBusy);
+                let reply = [
+                    &[1u8][..],
+                    b"resource limit: too many resolutions in progress",
+                ]
+                .concat();
+                let _ = send_back(node, circ, rcmd::RESOLVED, sid, &reply).await;
+                return;
+            };
             let (c2, n2) = (circ.clone(), node.clone());
             let h = node.spawn(async move {
+                let _slot = slot;
                 let reply = match tokio::time::timeout(
                     CONNECT_TIMEOUT,
                     tokio::net::lookup_host((name.as_str(), 0)),
@@ -1471,6 +1534,10 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                         [&[1u8][..], format!("resolving {name} timed out").as_bytes()].concat()
                     }
                 };
+                {
+                    let mut st = lock(&c2.st);
+                    st.resolving = st.resolving.saturating_sub(1);
+                }
                 let _ = send_back(
                     &n2,
                     &c2,
@@ -1480,7 +1547,7 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                 )
                 .await;
             });
-            lock(&circ.st).tasks.push(h);
+            push_task(&circ.st, h);
         }
         rcmd::DATAGRAM => handle_datagram(node, circ, sid, msg.data).await,
         rcmd::DHT_REQUEST => {
@@ -1963,6 +2030,18 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
     let sock = match existing {
         Some(s) => s,
         None => {
+            let l = &node.cfg.limits;
+            let slot = if lock(&circ.st).udp.len() >= l.max_udp_per_circuit {
+                None
+            } else {
+                ExitSlot::take(&node.exit_counters, SlotKind::Socket, l.max_exit_sockets)
+            };
+            let Some(slot) = slot else {
+                node.refused_circuit(Refusal::ExitBusy);
+                let end = cell::encode_end(reason::RESOURCE_LIMIT, "too many UDP associations");
+                let _ = send_back(node, circ, rcmd::END, sid, &end).await;
+                return;
+            };
             let bind: SocketAddr = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -1972,6 +2051,7 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
             };
             let (s2, c2, n2) = (s.clone(), circ.clone(), node.clone());
             let h = node.spawn(async move {
+                let _slot = slot; // held while this task holds the socket
                 let mut buf = vec![0u8; 65536];
                 loop {
                     let Ok((n, from)) = s2.recv_from(&mut buf).await else {
@@ -1987,9 +2067,8 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
                     }
                 }
             });
-            let mut st = lock(&circ.st);
-            st.tasks.push(h);
-            st.udp.insert(sid, s.clone());
+            push_task(&circ.st, h);
+            lock(&circ.st).udp.insert(sid, s.clone());
             s
         }
     };
@@ -2000,6 +2079,16 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
     if let Err(e) = sock.send_to(payload, dst).await {
         debug!("udp send to {dst}: {e}");
     }
+}
+
+/// Remembers a task of a circuit (aborted when it is destroyed), dropping the handles of tasks
+/// that have finished so the list does not grow with every stream the circuit ever opened.
+fn push_task(st: &Mutex<CircState>, h: AbortHandle) {
+    let mut st = lock(st);
+    if st.tasks.len() >= 64 {
+        st.tasks.retain(|t| !t.is_finished());
+    }
+    st.tasks.push(h);
 }
 
 /// Encodes a DHT reply so that it fits one relay message, dropping records and then contacts from

@@ -405,3 +405,105 @@ async fn a_middle_replaying_or_reordering_cells_gets_the_circuit_destroyed_and_n
     s.read_exact(&mut back).await.unwrap();
     assert_eq!(&back, b"ok");
 }
+
+/// Open file descriptors of this process (the test network runs in it).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_begin_datagram_and_resolve_on_one_circuit_stays_under_the_exits_caps() {
+    init_logs();
+    let limits = overlay::limits::Limits {
+        max_streams_per_circuit: 64,
+        max_udp_per_circuit: 16,
+        max_resolves_per_circuit: 8,
+        max_exit_sockets: 100,
+        max_exit_resolves: 16,
+        ..Default::default()
+    };
+    let net = Testnet::builder()
+        .relays(2)
+        .exits(1)
+        .limits(limits)
+        .build()
+        .await
+        .unwrap();
+    // a TCP server that accepts and holds every connection, and a UDP sink
+    let holder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hold_addr = holder.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = holder.accept().await {
+            h2.lock().unwrap().push(s);
+        }
+    });
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dgram = cell::encode_datagram(&sink.local_addr().unwrap(), b"x").unwrap();
+    let before = open_fds();
+    let circ = three_hops(&net).await;
+    let exit = net.node(2).clone();
+    let mut most = 0;
+    for sid in 1..=2000u32 {
+        let (rc, data) = match sid % 3 {
+            0 => (rcmd::BEGIN, hold_addr.to_string().into_bytes()),
+            1 => (rcmd::DATAGRAM, dgram.clone()),
+            _ => (rcmd::RESOLVE, b"localhost".to_vec()),
+        };
+        circ.send_to_hop(2, rc, 10_000 + sid, &data).await.unwrap();
+        most = most.max(exit.status().exit_sockets);
+    }
+    // until the exit has answered everything (its refusal count settles)
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let st = exit.status();
+        most = most.max(st.exit_sockets);
+        if st.circuits_refused == last && st.exit_resolves == 0 {
+            break;
+        }
+        last = st.circuits_refused;
+    }
+    let st = exit.status();
+    let grown = open_fds().saturating_sub(before);
+    println!(
+        "exit: sockets {} (most {most}), refused {}, fds grown by {grown}, held {}",
+        st.exit_sockets,
+        st.circuits_refused,
+        held.lock().unwrap().len()
+    );
+    assert!(most <= 100, "the exit held {most} sockets (cap 100)");
+    assert!(
+        st.circuits_refused >= 1000,
+        "refused only {}",
+        st.circuits_refused
+    );
+    // each exit socket is one fd at the exit and (TCP) one at the holder; without the caps
+    // the 667 BEGINs alone would add 1,334
+    assert!(grown <= 2 * 100 + 64, "{grown} more file descriptors");
+    // the flooder's circuit may also have been destroyed by a relay for queueing more replies
+    // than two windows (it never waited for one): that is a defence too, never anything else
+    if let Some(why) = circ.close_reason() {
+        assert!(why.contains("resource limit"), "{why}");
+    }
+    // honest streams through the same exit still work (the flooder's circuit holds 64 of 100)
+    let echo = tcp_echo().await;
+    let honest = three_hops(&net).await;
+    let mut s = honest.open_stream(&Target::Addr(echo), T).await.unwrap();
+    s.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"still here");
+    // and the flooder's sockets go when its circuit does
+    circ.destroy();
+    let t0 = Instant::now();
+    while exit.status().exit_sockets > 1 {
+        assert!(
+            t0.elapsed() < T,
+            "{} sockets left",
+            exit.status().exit_sockets
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
