@@ -237,6 +237,10 @@ pub enum Command {
         /// Plain tunnel status lines (and warren's log) on stderr while the program runs
         #[arg(long)]
         status: bool,
+        /// Run the program as this user (name or uid) [default: the user sudo was invoked by,
+        /// from SUDO_UID/SUDO_GID; `--user root` keeps root]
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
         /// No dashboard (the default; kept for scripts)
         #[arg(long, hide = true)]
         no_tui: bool,

@@ -260,6 +260,7 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
             grace,
             dash,
             status,
+            user,
             no_tui: _,
             cmd,
         } => {
@@ -280,6 +281,7 @@ pub fn run_command(cli: Cli, paths: &Paths, out: &mut dyn Write) -> Result<()> {
                 grace,
                 dash,
                 status,
+                user,
             };
             let code = runtime()?.block_on(crate::node::wrap::tunnel(&cfg, &run, &cmd))?;
             if code != 0 {

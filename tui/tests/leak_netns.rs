@@ -235,6 +235,8 @@ impl Bed {
     /// A `warren` command run on the client host, bootstrapped from the nodes' descriptors.
     fn warren_on_client(&self) -> Command {
         let mut c = self.client.ns.command(env!("CARGO_BIN_EXE_warren"));
+        // the programs run as root, like the test's files (not as a sudo invoker)
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID");
         c.arg("--data-dir")
             .arg(self.dir.path().join("client"))
             .arg("--socket")

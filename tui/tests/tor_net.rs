@@ -44,7 +44,11 @@ const WEB_PORT: u16 = SERVICE_PORTS.0 + 40;
 const UDP_PORT: u16 = SERVICE_PORTS.0 + 60;
 
 fn warren() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_warren"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+    // programs under `warren tunnel` run as root here, as the test's files are root's (under
+    // `sudo` they would run as the invoking user, see `tunnel --user`)
+    c.env_remove("SUDO_UID").env_remove("SUDO_GID");
+    c
 }
 
 fn ok(c: &mut Command) -> bool {

@@ -80,6 +80,8 @@ impl Net {
         c.arg(format!("--net=/run/netns/{}", self.ns.name))
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_warren"));
+        // the programs run as root, like the test's files (not as a sudo invoker)
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID");
         c
     }
 
@@ -425,4 +427,51 @@ fn status_lines_only_when_asked() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-program\n");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("tunnel:"), "{err}");
+}
+
+#[test]
+fn the_program_runs_as_the_user_who_invoked_sudo_or_as_user() {
+    if !ready() {
+        return;
+    }
+    let net = Net::start();
+    let id = |user: Option<&str>, sudo: Option<&str>| -> String {
+        let mut c = net.warren();
+        c.args(net.tunnel_args());
+        if let Some(u) = user {
+            c.args(["--user", u]);
+        }
+        c.args(["--", "sh", "-c", "echo $(id -u):$(id -g)"]);
+        c.env_remove("SUDO_UID").env_remove("SUDO_GID");
+        if let Some(s) = sudo {
+            c.env("SUDO_UID", s).env("SUDO_GID", s);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // `sudo warren tunnel -- CMD`: CMD runs as the invoking user
+    assert_eq!(id(None, Some("65534")), "65534:65534");
+    // --user names the user (here nobody, uid 65534 on Debian)
+    let nobody = id(Some("nobody"), None);
+    assert!(nobody.starts_with("65534:"), "{nobody}");
+    assert_eq!(
+        id(Some("65534"), Some("1234")),
+        nobody,
+        "--user wins over SUDO_UID"
+    );
+    // root only when nobody else is known, or asked for
+    assert_eq!(id(None, None), "0:0");
+    assert_eq!(id(Some("root"), Some("65534")), "0:0");
+    let out = net
+        .warren()
+        .args(net.tunnel_args())
+        .args(["--user", "no-such-user-warren", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no such user"),
+        "{out:?}"
+    );
 }

@@ -663,9 +663,50 @@ pub async fn seed(
     Ok(())
 }
 
-/// Where the system tunnel's undo record lives for this data directory.
+/// Where the system tunnel's undo record lives: in a root-owned directory (`/run/warren`), never
+/// in the user's data directory, whose owner could otherwise plant a record that `--system down`
+/// (run as root) would act on. One record per data directory (by a hash of its path), so test
+/// networks in separate namespaces do not share one.
 pub fn system_state_file(cfg: &Config) -> Result<PathBuf> {
-    Ok(data_dir(cfg)?.join("system-tunnel.json"))
+    let data = data_dir(cfg)?;
+    // FNV-1a: stable across builds and platforms (unlike std's hasher)
+    let tag = data
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Ok(PathBuf::from(SYSTEM_STATE_DIR).join(format!("system-tunnel-{tag:016x}.json")))
+}
+
+/// The root-owned directory of system tunnel records.
+pub const SYSTEM_STATE_DIR: &str = "/run/warren";
+
+/// Creates [`SYSTEM_STATE_DIR`] (0700) and refuses it unless it is a directory owned by this
+/// (root) user that nobody else may write.
+fn secure_state_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let m =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: geteuid(2) cannot fail and has no side effects.
+    let me = unsafe { libc::geteuid() };
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        bail!(
+            "{} must be a directory owned by uid {me} that only it can write (it is uid {}, mode {:o})",
+            dir.display(),
+            m.uid(),
+            m.mode() & 0o7777
+        );
+    }
+    Ok(())
 }
 
 /// `warren tunnel --system up`: routes the whole host through the tunnel until interrupted. The
@@ -681,7 +722,7 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
     let directory = resolve_directory(&cfg.network.bootstrap).await?;
     let state_file = system_state_file(cfg)?;
     if let Some(dir) = state_file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        secure_state_dir(dir)?;
     }
     // warren's own links carry the mark that lets them bypass the tunnel
     overlay::node::set_link_socket_mark(Some(::tunnel::system::FWMARK));
@@ -720,6 +761,9 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
 /// `warren tunnel --system down`: restores exactly what `up` changed.
 pub fn system_down(cfg: &Config, out: &mut dyn Write) -> Result<()> {
     let state_file = system_state_file(cfg)?;
+    if let Some(dir) = state_file.parent().filter(|d| d.exists()) {
+        secure_state_dir(dir)?;
+    }
     if !state_file.exists() {
         writeln!(out, "no system tunnel is up (no {})", state_file.display())?;
         return Ok(());
@@ -730,4 +774,38 @@ pub fn system_down(cfg: &Config, out: &mut dyn Write) -> Result<()> {
         "system tunnel down: routes, rules, firewall and resolv.conf restored"
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod system_state_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_system_tunnel_record_is_in_a_root_owned_directory_not_the_data_dir() {
+        let a = Config {
+            data_dir: Some(PathBuf::from("/home/someone/.local/share/warren")),
+            ..Config::default()
+        };
+        let mut b = a.clone();
+        b.data_dir = Some(PathBuf::from("/tmp/other"));
+        let (fa, fb) = (
+            system_state_file(&a).unwrap(),
+            system_state_file(&b).unwrap(),
+        );
+        assert!(fa.starts_with(SYSTEM_STATE_DIR), "{}", fa.display());
+        assert_ne!(fa, fb);
+        assert_eq!(fa, system_state_file(&a).unwrap(), "stable");
+        // a directory others may write is refused
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("state");
+        secure_state_dir(&d).unwrap();
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = secure_state_dir(&d).unwrap_err().to_string();
+        assert!(e.contains("only it can write"), "{e}");
+    }
 }

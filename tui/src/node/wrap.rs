@@ -28,6 +28,55 @@ pub struct TunnelRun {
     pub dash: bool,
     /// Plain status lines on stderr.
     pub status: bool,
+    /// `--user`: who the program runs as (else the sudo invoker, see [`run_as`]).
+    pub user: Option<String>,
+}
+
+/// Who the wrapped program runs as: `--user` (a name or a uid; `root` keeps root), else the
+/// user who invoked sudo (`SUDO_UID`/`SUDO_GID`), else warren's own user. Setting up the
+/// namespace needs root; the program should not have it unless asked. `None` = unchanged.
+pub fn run_as(
+    user: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<(u32, u32)>> {
+    if let Some(u) = user {
+        let (uid, gid) = lookup_user(u)?;
+        return Ok((uid != 0).then_some((uid, gid)));
+    }
+    let num = |k: &str| env(k).and_then(|v| v.trim().parse::<u32>().ok());
+    match (num("SUDO_UID"), num("SUDO_GID")) {
+        (Some(0), _) | (None, _) => Ok(None),
+        (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
+        (Some(uid), None) => Ok(Some((uid, lookup_user(&uid.to_string())?.1))),
+    }
+}
+
+/// `(uid, primary gid)` of a user name or uid, from the password database.
+fn lookup_user(u: &str) -> Result<(u32, u32)> {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc = if let Ok(uid) = u.parse::<u32>() {
+        // SAFETY: getpwuid_r writes into `pw` and `buf`, which outlive the call; `out` is set to
+        // &pw or null.
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) }
+    } else {
+        let name = std::ffi::CString::new(u).map_err(|_| anyhow!("bad user name {u:?}"))?;
+        // SAFETY: as above; `name` is a valid C string for the duration of the call.
+        unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        }
+    };
+    if rc != 0 || out.is_null() {
+        bail!("no such user: {u} (--user takes a user name or a uid)");
+    }
+    Ok((pw.pw_uid, pw.pw_gid))
 }
 
 /// How often `--status` prints a line.
@@ -85,7 +134,21 @@ pub async fn tunnel(cfg: &Config, run: &TunnelRun, cmd: &[String]) -> Result<i32
         tracing::info!("{said}");
     }
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
-    let command = tns.program_command(std::ffi::OsStr::new(prog), &args, None);
+    let who = run_as(run.user.as_deref(), &|k| std::env::var(k).ok())?;
+    match who {
+        Some((uid, gid)) => tracing::info!("{prog} runs as uid {uid}, gid {gid}"),
+        // never silently as root (unless `--user root` asked for it)
+        // SAFETY: geteuid(2) cannot fail and has no side effects.
+        None if run.user.is_none() && unsafe { libc::geteuid() } == 0 => {
+            let line = format!("{prog} runs as root (no SUDO_UID; `--user USER` runs it as USER)");
+            tracing::warn!("{line}");
+            if std::io::stderr().is_terminal() && !run.dash {
+                eprintln!("warren: {line}");
+            }
+        }
+        None => {}
+    }
+    let command = tns.program_command(std::ffi::OsStr::new(prog), &args, who);
 
     let status = if run.dash {
         run_with_dash(&core, &tns, command, prog, grace, &data).await?
@@ -263,5 +326,40 @@ mod tests {
         );
         assert_eq!(human(3 << 20), "3.0 MiB");
         assert_eq!(human(2048), "2.0 KiB");
+    }
+}
+
+#[cfg(test)]
+mod run_as_tests {
+    use super::run_as;
+
+    #[test]
+    fn sudo_invoker_then_user_flag() {
+        let env = |uid: Option<&'static str>, gid: Option<&'static str>| {
+            move |k: &str| match k {
+                "SUDO_UID" => uid.map(String::from),
+                "SUDO_GID" => gid.map(String::from),
+                _ => None,
+            }
+        };
+        assert_eq!(run_as(None, &env(None, None)).unwrap(), None);
+        assert_eq!(
+            run_as(None, &env(Some("1000"), Some("1001"))).unwrap(),
+            Some((1000, 1001))
+        );
+        // sudo from root is root
+        assert_eq!(run_as(None, &env(Some("0"), Some("0"))).unwrap(), None);
+        assert_eq!(run_as(None, &env(Some("x"), Some("1"))).unwrap(), None);
+        assert_eq!(
+            run_as(Some("root"), &env(Some("1000"), Some("1000"))).unwrap(),
+            None
+        );
+        assert_eq!(run_as(Some("0"), &env(None, None)).unwrap(), None);
+        let nobody = run_as(Some("nobody"), &env(None, None)).unwrap().unwrap();
+        assert_eq!(
+            run_as(Some(&nobody.0.to_string()), &env(None, None)).unwrap(),
+            Some(nobody)
+        );
+        assert!(run_as(Some("no-such-user-warren"), &env(None, None)).is_err());
     }
 }
