@@ -307,7 +307,9 @@ impl Inner {
         ih: [u8; 20],
     ) {
         if let Some(p) = self.peers.get(&key) {
-            warn!(peer = %p.addr, why, "banning peer");
+            // who the peer is stays out of the default log (debug has it)
+            warn!(why, "banning a peer");
+            debug!(peer = %p.addr, why, "banned peer");
             if let Some(ip) = ban_key(&p.addr) {
                 self.banned.insert(ip);
             }
@@ -728,7 +730,10 @@ impl Torrent {
 
     fn set_state(&self, g: &mut Inner, s: TorrentState) {
         if g.state != s {
-            info!(torrent = %hex::encode(self.info_hash), state = ?s, "state");
+            // no infohash or name at the default level: a log is not a place for what one
+            // downloads (issue "Hostile relays (2/2)")
+            info!(state = ?s, "transfer state");
+            debug!(torrent = %hex::encode(self.info_hash), state = ?s, "state");
             g.state = s.clone();
             self.state_tx.send_replace(s.clone());
             let _ = self.shared.events.send(SessionEvent::StateChanged(
@@ -1047,7 +1052,8 @@ impl Torrent {
                     tokio::spawn(async move {
                         match Info::from_bytes_verified(&raw, &InfoHash(t.info_hash)) {
                             Ok(info) => {
-                                info!(name = %info.name, "metadata received");
+                                info!("metadata received");
+                                debug!(name = %info.name, "metadata received");
                                 let _ = t.install_metadata(raw, info, None, true).await;
                             }
                             Err(e) => {

@@ -132,7 +132,9 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
     for d in &descs {
         get.arg("--bootstrap").arg(d);
     }
-    get.args(["get", "--no-tui", "--hops", "3", &link]);
+    // info level (one above the default, warn), checked below
+    get.args(["-v", "get", "--no-tui", "--hops", "3", &link]);
+    get.env_remove("RUST_LOG");
     let child = Proc(
         get.stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -171,6 +173,31 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
     assert!(status.success(), "warren get failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("complete and verified"), "{stdout}");
     assert_eq!(std::fs::read(dl.join("payload.bin")).unwrap(), data);
+    // warren's log (stderr, at info level) names neither the infohash nor the file, nor do
+    // the relays' logs (the progress lines on stdout are the user's own screen)
+    let ih = magnet
+        .split("btih:")
+        .nth(1)
+        .map(|r| r.split('&').next().unwrap_or(r).to_lowercase())
+        .unwrap();
+    assert!(stderr.contains("INFO"), "no info-level log to check:\n{stderr}");
+    let mut logs = vec![("warren get stderr".to_string(), stderr.to_lowercase())];
+    for i in 0..4 {
+        let p = dir.path().join(format!("n{i}/log"));
+        logs.push((
+            p.display().to_string(),
+            std::fs::read_to_string(&p)
+                .unwrap_or_default()
+                .to_lowercase(),
+        ));
+    }
+    for (what, text) in &logs {
+        assert!(!text.contains(&ih), "{what} names the infohash:\n{text}");
+        assert!(
+            !text.contains("payload.bin"),
+            "{what} names the file:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -149,7 +149,8 @@ impl NodeCore {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(magnet = %rec.magnet, "saved transfer not restored: {e}");
+                    tracing::warn!("saved transfer not restored: {e}");
+                    tracing::debug!(magnet = %rec.magnet, "not restored");
                     self.warn("node", format!("saved transfer not restored: {e}"));
                 }
             }
