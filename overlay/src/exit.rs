@@ -12,11 +12,17 @@ pub struct ExitPolicy {
     pub allow_udp: bool,
 }
 
+/// The ports an exit accepts unless configured otherwise: the web (80, 443) and the unprivileged
+/// range where BitTorrent peers, trackers (6969) and DHT nodes (6881) live. Not SMTP (25, 465,
+/// 587) or the other well-known services below 1024 (abuse complaints fall on exit operators).
+/// `warren node`'s config (`[exit_policy] allow_ports`) defaults to the same list.
+pub const DEFAULT_EXIT_PORTS: &[(u16, u16)] = &[(80, 80), (443, 443), (1024, 65535)];
+
 impl Default for ExitPolicy {
-    /// Accept every port, TCP and UDP (public destinations only).
+    /// [`DEFAULT_EXIT_PORTS`], TCP and UDP, public destinations only.
     fn default() -> Self {
         ExitPolicy {
-            accept_ports: vec![(1, 65535)],
+            accept_ports: DEFAULT_EXIT_PORTS.to_vec(),
             allow_udp: true,
         }
     }
@@ -31,6 +37,8 @@ pub enum PolicyRefusal {
     PrivateAddress(IpAddr),
     #[error("this exit does not carry UDP")]
     NoUdp,
+    #[error("destination {0} is one of the exit's own addresses")]
+    OwnAddress(IpAddr),
 }
 
 impl ExitPolicy {
@@ -45,6 +53,22 @@ impl ExitPolicy {
         self.accept_ports
             .iter()
             .any(|&(lo, hi)| lo <= port && port <= hi)
+    }
+
+    /// [`ExitPolicy::check`], also refusing the exit's own addresses (`own`): a client must not
+    /// reach services of the exit host that listen on its public address.
+    pub fn check_not_own(
+        &self,
+        addr: &SocketAddr,
+        udp: bool,
+        allow_private: bool,
+        own: &[IpAddr],
+    ) -> Result<(), PolicyRefusal> {
+        self.check(addr, udp, allow_private)?;
+        if own.contains(&addr.ip()) {
+            return Err(PolicyRefusal::OwnAddress(addr.ip()));
+        }
+        Ok(())
     }
 
     /// Checks one resolved destination.
@@ -65,6 +89,43 @@ impl ExitPolicy {
         }
         Ok(())
     }
+}
+
+/// The public addresses of this host's interfaces (an exit refuses them as destinations, with
+/// the address its descriptor publishes). Empty if they cannot be listed.
+pub fn own_public_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list that we walk read-only and free with freeifaddrs;
+    // each ifa_addr is null or points to a sockaddr of the family it names.
+    unsafe {
+        if libc::getifaddrs(&mut ifs) != 0 {
+            return out;
+        }
+        let mut p = ifs;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                let ip = match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let s = &*(a as *const libc::sockaddr_in);
+                        Some(IpAddr::from(u32::from_be(s.sin_addr.s_addr).to_be_bytes()))
+                    }
+                    libc::AF_INET6 => {
+                        let s = &*(a as *const libc::sockaddr_in6);
+                        Some(IpAddr::from(s.sin6_addr.s6_addr))
+                    }
+                    _ => None,
+                };
+                if let Some(ip) = ip.filter(|ip| !is_non_public(ip)) {
+                    out.push(ip);
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifs);
+    }
+    out
 }
 
 /// Loopback, RFC 1918, CGNAT, link-local, unique-local, multicast, broadcast, unspecified,
@@ -107,6 +168,30 @@ pub fn is_non_public(ip: &IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_policy_is_the_reduced_one_and_own_addresses_are_refused() {
+        let p = ExitPolicy::default();
+        // a public address (only compared, never reached)
+        let at = |port| SocketAddr::from(([93, 184, 216, 34], port));
+        for ok in [80, 443, 1024, 6881, 6969, 51413, 65535] {
+            assert!(p.check(&at(ok), false, false).is_ok(), "{ok}");
+        }
+        for refused in [22, 25, 465, 587, 1023] {
+            assert_eq!(
+                p.check(&at(refused), false, false),
+                Err(PolicyRefusal::Port(refused))
+            );
+        }
+        let own: IpAddr = "93.184.216.34".parse().unwrap();
+        assert_eq!(
+            p.check_not_own(&at(443), false, false, &[own]),
+            Err(PolicyRefusal::OwnAddress(own))
+        );
+        assert!(p.check_not_own(&at(443), false, false, &[]).is_ok());
+        // the host's own public addresses are never reported as non-public ones
+        assert!(own_public_addresses().iter().all(|ip| !is_non_public(ip)));
+    }
 
     #[test]
     fn private_ranges_refused() {

@@ -271,6 +271,9 @@ pub(crate) struct NodeInner {
     exit_cap: Option<Mutex<ByteCap>>,
     /// Circuits created by each source address (inbound links).
     circ_from: Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Addresses an exit refuses as destinations: its published one and its interfaces' public
+    /// ones (`ExitPolicy::check_not_own`).
+    own_ips: Vec<std::net::IpAddr>,
     /// Sockets and resolutions the exit holds (capped, `exit_slots`).
     exit_counters: Arc<ExitCounters>,
     /// Every open link (the out-of-memory killer looks at all their queues).
@@ -469,6 +472,13 @@ impl Node {
             evict: Mutex::new(HashMap::new()),
             circ_from: Mutex::new(HashMap::new()),
             links: Mutex::new(HashMap::new()),
+            own_ips: {
+                let mut v = crate::exit::own_public_addresses();
+                if !crate::exit::is_non_public(&published.ip()) {
+                    v.push(published.ip());
+                }
+                v
+            },
             exit_counters: Arc::new(ExitCounters::default()),
             queued_cells: AtomicUsize::new(0),
             queued_peak: AtomicUsize::new(0),
@@ -1910,11 +1920,12 @@ async fn exit_stream(
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|a| {
-            match node
-                .cfg
-                .exit_policy
-                .check(a, false, node.cfg.allow_private_exit)
-            {
+            match node.cfg.exit_policy.check_not_own(
+                a,
+                false,
+                node.cfg.allow_private_exit,
+                &node.own_ips,
+            ) {
                 Ok(()) => true,
                 Err(r) => {
                     refusal = Some(r);
@@ -2019,10 +2030,10 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
         Ok(x) => x,
         Err(e) => return refuse(format!("bad datagram: {e}")).await,
     };
-    if let Err(r) = node
-        .cfg
-        .exit_policy
-        .check(&dst, true, node.cfg.allow_private_exit)
+    if let Err(r) =
+        node.cfg
+            .exit_policy
+            .check_not_own(&dst, true, node.cfg.allow_private_exit, &node.own_ips)
     {
         return refuse(format!("exit policy refuses {dst}: {r}")).await;
     }

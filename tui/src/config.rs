@@ -84,7 +84,8 @@ pub struct RolesConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExitPolicyConfig {
-    /// Destination ports allowed, as `"80"` or `"6881-6889"`; empty means all.
+    /// Destination ports allowed, as `"80"` or `"6881-6889"`; empty means the default list
+    /// (`overlay::exit::DEFAULT_EXIT_PORTS`: 80, 443, 1024-65535).
     pub allow_ports: Vec<String>,
     /// Allow private and loopback destinations. Only for test networks.
     pub allow_private: bool,
@@ -184,7 +185,16 @@ impl Default for RolesConfig {
 impl Default for ExitPolicyConfig {
     fn default() -> Self {
         ExitPolicyConfig {
-            allow_ports: vec!["80".into(), "443".into(), "1024-65535".into()],
+            allow_ports: overlay::exit::DEFAULT_EXIT_PORTS
+                .iter()
+                .map(|&(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect(),
             allow_private: false,
         }
     }

@@ -180,7 +180,10 @@ fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
         .nth(1)
         .map(|r| r.split('&').next().unwrap_or(r).to_lowercase())
         .unwrap();
-    assert!(stderr.contains("INFO"), "no info-level log to check:\n{stderr}");
+    assert!(
+        stderr.contains("INFO"),
+        "no info-level log to check:\n{stderr}"
+    );
     let mut logs = vec![("warren get stderr".to_string(), stderr.to_lowercase())];
     for i in 0..4 {
         let p = dir.path().join(format!("n{i}/log"));
