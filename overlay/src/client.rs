@@ -52,6 +52,9 @@ pub struct ClientConfig {
     /// Entry guards for the first hop of 2- and 3-hop circuits (shared by the clones of this
     /// config); None picks every first hop at random.
     pub guards: Option<crate::guards::Guards>,
+    /// Firewall mark (SO_MARK, needs CAP_NET_ADMIN) put on every link socket this client dials:
+    /// the system-wide tunnel sets it so that warren's own links bypass its policy routing.
+    pub link_mark: Option<u32>,
 }
 
 impl Default for ClientConfig {
@@ -64,6 +67,7 @@ impl Default for ClientConfig {
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             guards: Some(crate::guards::Guards::default()),
+            link_mark: None,
         }
     }
 }

@@ -66,6 +66,8 @@ struct Timers {
     read_idle: Duration,
     /// No circuit for this long: the link is closed.
     empty_idle: Duration,
+    /// Firewall mark of the link's socket (`ClientConfig::link_mark`).
+    mark: Option<u32>,
 }
 
 impl Timers {
@@ -74,6 +76,7 @@ impl Timers {
             keepalive: cfg.keepalive,
             read_idle: cfg.idle_timeout,
             empty_idle: cfg.idle_timeout.min(EMPTY_LINK_IDLE),
+            mark: cfg.link_mark,
         }
     }
 }
@@ -146,7 +149,7 @@ impl ClientLink {
         pool: Weak<LinkPool>,
     ) -> Result<Arc<ClientLink>, String> {
         let link_key = Identity::generate().x25519_secret_bytes();
-        let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr).await?;
+        let (sock, cipher) = dial_link(&link_key, &first.x25519, first.addr, timers.mark).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let link = Arc::new(ClientLink {
             key: (first.id, first.x25519),

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub descriptor_lifetime: Duration,
     /// Flood limits (links, handshakes, circuits, CREATE rate).
     pub limits: Limits,
+    /// Firewall mark (SO_MARK) on every link socket this node dials (see `ClientConfig::link_mark`).
+    pub link_mark: Option<u32>,
     /// Cap on relayed traffic (cells forwarded between links), bytes per second; None = no cap.
     pub relay_rate: Option<u64>,
     /// Cap on exit traffic (bytes to and from targets, both directions together), bytes per
@@ -92,6 +94,7 @@ impl NodeConfig {
             limits: Limits::default(),
             relay_rate: None,
             exit_rate: None,
+            link_mark: None,
         }
     }
 }
@@ -1810,7 +1813,13 @@ async fn get_link(
             return Ok(l.clone());
         }
     }
-    let (sock, cipher) = dial_link(&node.cfg.identity.x25519_secret_bytes(), x25519, addr).await?;
+    let (sock, cipher) = dial_link(
+        &node.cfg.identity.x25519_secret_bytes(),
+        x25519,
+        addr,
+        node.cfg.link_mark,
+    )
+    .await?;
     let link = new_link(node, Some((id, *x25519)), None);
     m.insert(id, link.clone());
     drop(m);
@@ -1820,20 +1829,12 @@ async fn get_link(
     Ok(link)
 }
 
-/// Firewall mark (SO_MARK) put on every overlay link socket this process dials; 0 = none.
-/// System-wide tunnel mode sets it so that warren's own links bypass the tunnel's policy routing.
-static LINK_SOCKET_MARK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Marks every link socket dialled from now on with `mark` (needs CAP_NET_ADMIN); `None` stops.
-pub fn set_link_socket_mark(mark: Option<u32>) {
-    LINK_SOCKET_MARK.store(mark.unwrap_or(0), Ordering::Relaxed);
-}
-
-async fn connect_marked(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let mark = LINK_SOCKET_MARK.load(Ordering::Relaxed);
-    if mark == 0 {
+/// Connects to `addr`, the socket marked with `mark` (SO_MARK, needs CAP_NET_ADMIN) if given:
+/// the system-wide tunnel marks warren's own links so that they bypass its policy routing.
+async fn connect_marked(addr: SocketAddr, mark: Option<u32>) -> std::io::Result<TcpStream> {
+    let Some(mark) = mark.filter(|m| *m != 0) else {
         return TcpStream::connect(addr).await;
-    }
+    };
     let sock = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -1861,8 +1862,9 @@ pub(crate) async fn dial_link(
     local: &[u8; 32],
     remote: &[u8; 32],
     addr: SocketAddr,
+    mark: Option<u32>,
 ) -> Result<(TcpStream, LinkCipher), String> {
-    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, connect_marked(addr))
+    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, connect_marked(addr, mark))
         .await
         .map_err(|_| format!("connecting to {addr} timed out"))?
         .map_err(|e| format!("connecting to {addr}: {e}"))?;

@@ -127,7 +127,7 @@ impl RawLink {
     /// Dials the node at `addr` whose static key is `x25519` (a fresh key of our own).
     pub async fn dial(addr: std::net::SocketAddr, x25519: &[u8; 32]) -> std::io::Result<RawLink> {
         let key = crate::identity::Identity::generate().x25519_secret_bytes();
-        let (sock, cipher) = super::dial_link(&key, x25519, addr)
+        let (sock, cipher) = super::dial_link(&key, x25519, addr, None)
             .await
             .map_err(std::io::Error::other)?;
         Ok(RawLink {

@@ -725,8 +725,9 @@ pub async fn system_up(cfg: &Config, hops: Option<u8>, out: &mut (dyn Write + Se
         secure_state_dir(dir)?;
     }
     // warren's own links carry the mark that lets them bypass the tunnel
-    overlay::node::set_link_socket_mark(Some(::tunnel::system::FWMARK));
-    let mut clients = Clients::new(client_config(cfg)?, directory);
+    let mut ccfg = client_config(cfg)?;
+    ccfg.link_mark = Some(::tunnel::system::FWMARK);
+    let mut clients = Clients::new(ccfg, directory);
     clients.set_exit_providers(super::via::exit_providers(cfg, &clients)?);
     let provider = clients.exit_provider(hops.unwrap_or(cfg.hops)).clone();
     let sys = ::tunnel::system::SystemTunnel::up(
