@@ -61,6 +61,10 @@ pub struct NodeConfig {
     pub exit_policy: ExitPolicy,
     /// TESTING ONLY: let the exit reach private/loopback/link-local destinations.
     pub allow_private_exit: bool,
+    /// Let this relay EXTEND to private, loopback and link-local addresses. Off, a relay still
+    /// does when its own published address is not public (a private or test network, where
+    /// every relay is on such an address); a relay on a public address never does.
+    pub allow_private_links: bool,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
     pub descriptor_lifetime: Duration,
@@ -88,6 +92,7 @@ impl NodeConfig {
                 ExitPolicy::reject_all()
             },
             allow_private_exit: false,
+            allow_private_links: false,
             keepalive: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(90),
             descriptor_lifetime: Duration::from_secs(24 * 3600),
@@ -277,6 +282,8 @@ pub(crate) struct NodeInner {
     /// Addresses an exit refuses as destinations: its published one and its interfaces' public
     /// ones (`ExitPolicy::check_not_own`).
     own_ips: Vec<std::net::IpAddr>,
+    /// Whether EXTEND may name private, loopback and link-local addresses.
+    extend_private: bool,
     /// Sockets and resolutions the exit holds (capped, `exit_slots`).
     exit_counters: Arc<ExitCounters>,
     /// Every open link (the out-of-memory killer looks at all their queues).
@@ -482,6 +489,7 @@ impl Node {
                 }
                 v
             },
+            extend_private: cfg.allow_private_links || crate::exit::is_non_public(&published.ip()),
             exit_counters: Arc::new(ExitCounters::default()),
             queued_cells: AtomicUsize::new(0),
             queued_peak: AtomicUsize::new(0),
@@ -1357,7 +1365,10 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             };
             // keys that do not derive the id (someone else's key under a node's id) would make
             // the sender an invisible extra hop of every later circuit towards that node
-            let started = lock(&circ.st).hop.start_extend(early, &ext, &node.id.0);
+            let started =
+                lock(&circ.st)
+                    .hop
+                    .start_extend(early, &ext, &node.id.0, node.extend_private);
             if let Err(e) = started {
                 if e.is_tampering() {
                     node.stats.tamper.fetch_add(1, Ordering::Relaxed);

@@ -507,3 +507,49 @@ async fn a_flood_of_begin_datagram_and_resolve_on_one_circuit_stays_under_the_ex
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_on_a_public_address_refuses_to_extend_into_private_ones() {
+    init_logs();
+    let net = Testnet::builder().relays(1).exits(1).build().await.unwrap();
+    let d = net.descriptors();
+    // a relay that publishes a public address (it listens on loopback; nothing is sent to the
+    // public one: the client is handed the listening address)
+    let mut cfg = NodeConfig::new(
+        Identity::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        overlay::descriptor::ROLE_RELAY,
+    );
+    cfg.advertise = Some("93.184.216.34:0".parse().unwrap());
+    let public = Node::start(cfg).await.unwrap();
+    assert!(public.descriptor().addr.ip().to_string().starts_with("93."));
+    let first = Descriptor {
+        addr: public.addr(),
+        ..public.descriptor()
+    };
+    let target_links = net.node(0).status().links_total;
+    let e = build_circuit(
+        1,
+        vec![first.clone(), d[0].clone()],
+        &ClientConfig::default(),
+    )
+    .await
+    .err()
+    .expect("a public relay extended to a loopback address");
+    assert!(e.to_string().contains("protocol"), "{e}");
+    assert_eq!(
+        net.node(0).status().links_total,
+        target_links,
+        "the public relay dialled the loopback target"
+    );
+    // relays of a private network (every one on such an address) extend to each other
+    let c = build_circuit(
+        2,
+        vec![d[0].clone(), d[1].clone()],
+        &ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.hop_count(), 2);
+    public.shutdown();
+}

@@ -51,6 +51,8 @@ pub enum HopError {
     ExtendIdentity,
     #[error("EXTEND to this node itself")]
     ExtendToSelf,
+    #[error("EXTEND to a private, loopback or link-local address from a relay on a public one")]
+    ExtendToPrivate,
     #[error("EXTEND on a circuit that already goes on (or is being extended)")]
     AlreadyExtended,
     #[error("CREATED without an EXTEND under way")]
@@ -150,14 +152,20 @@ impl RelayHop {
 
     /// An EXTEND for this hop: checks it may extend (`early` cell, keys that derive the id, not
     /// to itself, not already going on) and marks it as extending.
+    /// `allow_private`: whether targets on private, loopback or link-local addresses may be
+    /// dialled (a relay on a public address refuses them: it is not a way into its own network).
     pub fn start_extend(
         &mut self,
         early: bool,
         ext: &cell::Extend,
         own_id: &[u8; 32],
+        allow_private: bool,
     ) -> Result<(), HopError> {
         if !early {
             return Err(HopError::ExtendNotEarly);
+        }
+        if !allow_private && crate::exit::is_non_public(&ext.addr.ip()) {
+            return Err(HopError::ExtendToPrivate);
         }
         if !ext.identity_matches() {
             return Err(HopError::ExtendIdentity);
@@ -262,7 +270,7 @@ mod tests {
                     panic!("EXTEND not delivered")
                 };
                 let own = w.ids[i - 1].node_id().0;
-                w.hops[i - 1].start_extend(early, &ext, &own).unwrap();
+                w.hops[i - 1].start_extend(early, &ext, &own, true).unwrap();
                 assert_eq!(w.hops[i - 1].onward(), Onward::Extending);
             }
             let (m2, keys) = hop_respond(&id.x25519_secret_bytes(), &m1).unwrap();
@@ -334,22 +342,30 @@ mod tests {
         let good = extend_to(&other, vec![1, 2, 3]);
         let h = &mut w.hops[0];
         assert_eq!(
-            h.start_extend(false, &good, &own),
+            h.start_extend(false, &good, &own, true),
             Err(HopError::ExtendNotEarly)
         );
         let mut forged = good.clone();
         forged.x25519 = Identity::generate().x25519_public();
         assert_eq!(
-            h.start_extend(true, &forged, &own),
+            h.start_extend(true, &forged, &own, true),
             Err(HopError::ExtendIdentity)
         );
         assert!(HopError::ExtendIdentity.is_tampering());
-        let me = extend_to(&w.ids[0], vec![1]);
-        assert_eq!(h.start_extend(true, &me, &own), Err(HopError::ExtendToSelf));
-        assert_eq!(h.on_created(), Err(HopError::UnexpectedCreated));
-        h.start_extend(true, &good, &own).unwrap();
+        // the test address is loopback: refused unless private targets are allowed
         assert_eq!(
-            h.start_extend(true, &good, &own),
+            h.start_extend(true, &good, &own, false),
+            Err(HopError::ExtendToPrivate)
+        );
+        let me = extend_to(&w.ids[0], vec![1]);
+        assert_eq!(
+            h.start_extend(true, &me, &own, true),
+            Err(HopError::ExtendToSelf)
+        );
+        assert_eq!(h.on_created(), Err(HopError::UnexpectedCreated));
+        h.start_extend(true, &good, &own, true).unwrap();
+        assert_eq!(
+            h.start_extend(true, &good, &own, true),
             Err(HopError::AlreadyExtended)
         );
         h.on_created().unwrap();
