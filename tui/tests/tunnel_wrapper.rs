@@ -231,7 +231,13 @@ fn a_program_ignoring_sigterm_is_killed_after_the_grace_period_with_its_children
     let mut w = Child::spawn("warren tunnel", net.tunnel(&["sh", "-c", &script]), &log).unwrap();
     let _sweep = TunnelSweep(w.pid());
     assert!(wait_file(&up, Duration::from_secs(30)), "did not start");
-    assert_eq!(pids_matching("sleep\x004111").len(), 1);
+    // (the background `sleep` may not have been exec'd yet when the file appears)
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_matching("sleep\x004111")
+            .len()
+            == 1),
+        "the program's child did not start"
+    );
     let t0 = Instant::now();
     // SAFETY: signalling our own child by pid.
     unsafe {
@@ -262,8 +268,14 @@ fn the_program_and_its_children_die_with_a_killed_warren() {
     let pid = w.pid();
     let _sweep = TunnelSweep(pid);
     assert!(wait_file(&up, Duration::from_secs(30)), "did not start");
-    assert_eq!(pids_matching("sleep\x004222").len(), 1);
-    assert_eq!(pids_matching("sleep\x004223").len(), 1);
+    // (`sleep 4223` starts after the file is written, and the background one may not have been
+    // exec'd yet either)
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            pids_matching("sleep\x004222").len() == 1 && pids_matching("sleep\x004223").len() == 1
+        }),
+        "the program and its child did not start"
+    );
     w.kill9();
     let t0 = Instant::now();
     assert!(
