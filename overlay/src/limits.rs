@@ -130,11 +130,12 @@ impl Default for Limits {
             creates_per_link_burst: 256.0,
             // 64 circuits with a whole window queued each
             max_queued_bytes: 256 << 20,
-            // a BitTorrent client keeps ~50-200 peer connections; the exit's fd budget is well
-            // under a default 20k-65k `ulimit -n`
-            max_streams_per_circuit: 256,
-            max_udp_per_circuit: 64,
-            max_resolves_per_circuit: 16,
+            // `warren tunnel` carries all of a program's flows on one circuit: a BitTorrent client
+            // keeps hundreds of peer connections (TCP and uTP), and the tunnel's own test opens
+            // 500 at once; the exit's fd budget stays well under a 20k-65k `ulimit -n`
+            max_streams_per_circuit: 1024,
+            max_udp_per_circuit: 512,
+            max_resolves_per_circuit: 32,
             max_exit_sockets: 8192,
             max_exit_resolves: 256,
         }
