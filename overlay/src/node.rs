@@ -215,7 +215,9 @@ struct CircState {
     next: Option<(Arc<Link>, u32)>,
     destroyed: bool,
     streams: HashMap<u32, ExitStream>,
-    udp: HashMap<u32, Arc<UdpSocket>>,
+    /// UDP associations by stream id, with the task that receives for it (aborted on END, so
+    /// the socket and its exit slot go at once).
+    udp: HashMap<u32, (Arc<UdpSocket>, AbortHandle)>,
     /// RESOLVEs of this circuit in progress.
     resolving: usize,
     tasks: Vec<AbortHandle>,
@@ -1489,7 +1491,9 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
             } else if let Some(s) = st.streams.remove(&sid) {
                 s.window.close();
             }
-            st.udp.remove(&sid);
+            if let Some((_, task)) = st.udp.remove(&sid) {
+                task.abort();
+            }
         }
         rcmd::SENDME => {
             if sid == 0 {
@@ -2050,7 +2054,7 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
     {
         return refuse(format!("exit policy refuses {dst}: {r}")).await;
     }
-    let existing = lock(&circ.st).udp.get(&sid).cloned();
+    let existing = lock(&circ.st).udp.get(&sid).map(|(s, _)| s.clone());
     let sock = match existing {
         Some(s) => s,
         None => {
@@ -2091,8 +2095,8 @@ async fn handle_datagram(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, sid: u32,
                     }
                 }
             });
-            push_task(&circ.st, h);
-            lock(&circ.st).udp.insert(sid, s.clone());
+            push_task(&circ.st, h.clone());
+            lock(&circ.st).udp.insert(sid, (s.clone(), h));
             s
         }
     };

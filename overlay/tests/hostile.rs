@@ -553,3 +553,30 @@ async fn a_relay_on_a_public_address_refuses_to_extend_into_private_ones() {
     assert_eq!(c.hop_count(), 2);
     public.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_udp_association_gives_its_socket_back_at_once() {
+    init_logs();
+    let net = Testnet::builder().relays(2).exits(1).build().await.unwrap();
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dgram = cell::encode_datagram(&sink.local_addr().unwrap(), b"x").unwrap();
+    let circ = three_hops(&net).await;
+    let exit = net.node(2).clone();
+    for sid in [7, 8] {
+        circ.send_to_hop(2, rcmd::DATAGRAM, sid, &dgram)
+            .await
+            .unwrap();
+    }
+    let t0 = Instant::now();
+    while exit.status().exit_sockets < 2 {
+        assert!(t0.elapsed() < T, "the exit opened no UDP sockets");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let end = cell::encode_end(reason::DONE, "");
+    circ.send_to_hop(2, rcmd::END, 7, &end).await.unwrap();
+    while exit.status().exit_sockets > 1 {
+        assert!(t0.elapsed() < T, "the ended association kept its socket");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!circ.is_closed());
+}
