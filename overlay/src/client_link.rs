@@ -422,12 +422,14 @@ async fn write_loop(
                 _credit: None,
             },
         };
-        send.seal_into(&first.cell, &mut out);
+        // a spent frame counter ends the link rather than reuse a nonce
+        let spent = |e| std::io::Error::other(e);
+        send.try_seal_into(&first.cell, &mut out).map_err(spent)?;
         written.push(first);
         while written.len() < WRITE_BATCH {
             match rx.try_recv() {
                 Ok(q) => {
-                    send.seal_into(&q.cell, &mut out);
+                    send.try_seal_into(&q.cell, &mut out).map_err(spent)?;
                     written.push(q);
                 }
                 Err(_) => break,

@@ -898,15 +898,24 @@ async fn queue_writer(
     let mut out = Vec::with_capacity(WIRE_CELL * WRITE_BATCH);
     loop {
         let mut freed = 0;
+        let mut sealed = Ok(());
         {
             let mut q = lock(&link.queues);
             for _ in 0..WRITE_BATCH {
                 let Some((c, n)) = q.pop() else { break };
                 freed += n;
-                send.seal_into(&c, &mut out);
+                sealed = send.try_seal_into(&c, &mut out);
+                if sealed.is_err() {
+                    break;
+                }
             }
         }
         node.unqueue(freed);
+        if let Err(e) = sealed {
+            // the direction's frame counter is spent: the link ends rather than reuse a nonce
+            warn!(link = link.id, "closing link: {e}");
+            break;
+        }
         if out.is_empty() {
             if link.closed.load(Ordering::Relaxed) {
                 break;
@@ -917,7 +926,10 @@ async fn queue_writer(
                 .await
                 .is_err()
             {
-                send.seal_into(&cell::new_cell(0, cmd::PADDING), &mut out);
+                if let Err(e) = send.try_seal_into(&cell::new_cell(0, cmd::PADDING), &mut out) {
+                    warn!(link = link.id, "closing link: {e}");
+                    break;
+                }
             } else {
                 continue;
             }
