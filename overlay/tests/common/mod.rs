@@ -19,7 +19,17 @@ pub async fn tcp_echo() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = l.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
+        loop {
+            // an accept error (a connection reset before it was accepted, ECONNABORTED) must
+            // not end the server: that would drop the listener and reset every connection
+            // still in its backlog
+            let s = match l.accept().await {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = s.into_split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
