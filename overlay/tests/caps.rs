@@ -3,7 +3,7 @@
 //! (after the first MiB, which includes the allowed burst) is measured at the capped node from
 //! its own counters, and the payload rate at the client. Prints figures (docs/BENCHMARKS.md).
 
-use std::net::SocketAddr;
+mod common;
 use std::time::{Duration, Instant};
 
 use overlay::client::build_circuit;
@@ -12,42 +12,14 @@ use overlay::provider::Target;
 use overlay::testnet::Testnet;
 use overlay::{ClientConfig, Identity, Node, NodeConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const CAP: u64 = 2_000_000;
 const BYTES: u64 = 8 << 20;
 
-/// Sends the number of bytes asked for (8-byte big-endian request).
-async fn source() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut req = [0u8; 8];
-                if s.read_exact(&mut req).await.is_err() {
-                    return;
-                }
-                let mut left = u64::from_be_bytes(req);
-                let buf = vec![0x5au8; 64 << 10];
-                while left > 0 {
-                    let k = left.min(buf.len() as u64) as usize;
-                    if s.write_all(&buf[..k]).await.is_err() {
-                        return;
-                    }
-                    left -= k as u64;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    a
-}
-
 /// Downloads BYTES through `path`; returns (node-counter rate, client payload rate), both in
 /// steady state (after the first MiB at the client).
 async fn measure(path: Vec<overlay::Descriptor>, capped: &Node, exit_counter: bool) -> (f64, f64) {
-    let src = source().await;
+    let src = common::byte_source().await;
     let c = build_circuit(1, path, &ClientConfig::default())
         .await
         .unwrap();

@@ -14,40 +14,12 @@ use overlay::provider::Target;
 use overlay::testnet::Testnet;
 use overlay::{ClientCirc, ClientConfig, Descriptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const T: Duration = Duration::from_secs(20);
 
 /// The tests here measure throughput and memory: one at a time, not beside each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const MIB: usize = 1 << 20;
-
-/// A source on loopback: reads an 8-byte length, sends that many bytes, closes.
-async fn source() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut n = [0u8; 8];
-                if s.read_exact(&mut n).await.is_err() {
-                    return;
-                }
-                let mut left = u64::from_be_bytes(n) as usize;
-                let chunk = vec![0x5au8; 64 * 1024];
-                while left > 0 {
-                    let k = left.min(chunk.len());
-                    if s.write_all(&chunk[..k]).await.is_err() {
-                        return;
-                    }
-                    left -= k;
-                }
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    a
-}
 
 /// Opens a stream on `circ` to `src` and asks it for `n` bytes.
 async fn request(circ: &Arc<ClientCirc>, src: SocketAddr, n: usize) -> overlay::BoxStream {
@@ -123,7 +95,7 @@ async fn a_stalled_reader_does_not_slow_the_circuits_sharing_its_relay_link() {
     let _serial = SERIAL.lock().await;
     init_logs();
     let (net, d) = two_node_net(relaxed_limits()).await;
-    let src = source().await;
+    let src = common::byte_source().await;
     let cfg = ClientConfig::default();
     let mut honest = Vec::new();
     for i in 0..99 {
@@ -226,7 +198,7 @@ async fn a_thousand_stalled_circuits_stay_under_the_memory_cap() {
         .await
         .unwrap();
     let d = net.descriptors();
-    let src = source().await;
+    let src = common::byte_source().await;
     let staller = net.client(ClientConfig::default());
     let mut circs = Vec::new();
     for _ in 0..1000 {

@@ -347,7 +347,12 @@ async fn recording_sink() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<u8>
     let got = Arc::new(std::sync::Mutex::new(Vec::new()));
     let g2 = got.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        loop {
+            // (an accept error must not end the server)
+            let Ok((mut s, _)) = l.accept().await else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            };
             let g = g2.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -435,8 +440,11 @@ async fn a_flood_of_begin_datagram_and_resolve_on_one_circuit_stays_under_the_ex
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
     let h2 = held.clone();
     tokio::spawn(async move {
-        while let Ok((s, _)) = holder.accept().await {
-            h2.lock().unwrap().push(s);
+        loop {
+            match holder.accept().await {
+                Ok((s, _)) => h2.lock().unwrap().push(s),
+                Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
         }
     });
     let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

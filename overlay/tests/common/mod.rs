@@ -39,3 +39,39 @@ pub async fn tcp_echo() -> SocketAddr {
     });
     a
 }
+
+/// A TCP source on loopback: reads an 8-byte big-endian length, sends that many bytes (0x5a),
+/// closes. Survives accept errors, as [`tcp_echo`] does.
+pub async fn byte_source() -> SocketAddr {
+    use tokio::io::AsyncReadExt;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let mut s = match l.accept().await {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                let mut n = [0u8; 8];
+                if s.read_exact(&mut n).await.is_err() {
+                    return;
+                }
+                let mut left = u64::from_be_bytes(n) as usize;
+                let chunk = vec![0x5au8; 64 * 1024];
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    if s.write_all(&chunk[..k]).await.is_err() {
+                        return;
+                    }
+                    left -= k;
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    a
+}
