@@ -3,7 +3,7 @@
 //! that circuit. In-process test network, 127.0.0.1 only; every wait is bounded.
 
 mod common;
-use common::{init_logs, tcp_echo};
+use common::{init_logs, tcp_echo, write_and_read_back};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,22 +44,10 @@ async fn echo(circ: &Arc<ClientCirc>, to: SocketAddr, len: usize, seed: u8) -> R
         .await
         .map_err(|e| e.to_string())?;
     let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
-    let (mut r, mut w) = tokio::io::split(&mut s);
-    let d2 = data.clone();
-    let writer = async move {
-        w.write_all(&d2).await?;
-        w.shutdown().await
-    };
-    let reader = async move {
-        let mut back = Vec::new();
-        r.read_to_end(&mut back).await?;
-        Ok::<_, std::io::Error>(back)
-    };
-    let (wr, back) = tokio::time::timeout(T, async { tokio::join!(writer, reader) })
+    let back = tokio::time::timeout(T, write_and_read_back(&mut s, &data))
         .await
-        .map_err(|_| format!("echo of {len} bytes timed out"))?;
-    wr.map_err(|e| e.to_string())?;
-    let back = back.map_err(|e| e.to_string())?;
+        .map_err(|_| format!("echo of {len} bytes timed out"))?
+        .map_err(|e| e.to_string())?;
     if back != data {
         return Err(format!(
             "echoed {} bytes of {len}, not the same",

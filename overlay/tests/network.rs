@@ -1,7 +1,7 @@
 //! End-to-end tests on an in-process test network (127.0.0.1 only).
 
 mod common;
-use common::{init_logs, tcp_echo};
+use common::{init_logs, tcp_echo, write_and_read_back};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -34,20 +34,7 @@ async fn echo_roundtrip(
 ) -> Result<(), ProviderError> {
     let mut s = p.connect(&Target::Addr(to), IsolationKey(iso)).await?;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + iso as usize) as u8).collect();
-    let (mut r, mut w) = tokio::io::split(&mut s);
-    let d2 = data.clone();
-    let writer = async move {
-        w.write_all(&d2).await?;
-        w.shutdown().await
-    };
-    let reader = async move {
-        let mut back = Vec::new();
-        r.read_to_end(&mut back).await?;
-        Ok::<_, std::io::Error>(back)
-    };
-    let (wr, back) = tokio::join!(writer, reader);
-    wr?;
-    assert_eq!(back?, data);
+    assert_eq!(write_and_read_back(&mut s, &data).await?, data);
     Ok(())
 }
 

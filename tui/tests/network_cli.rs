@@ -46,6 +46,55 @@ fn spawn_node_with(dir: &Path, name: &str, exit: bool, dht: bool) -> (Proc, Path
     (p, d.join("data").join("descriptor"))
 }
 
+/// `n` `warren node --relay --dht` processes in `dir/n0..`, each bootstrapping from all the
+/// descriptor files, with `config` (TOML) if given; waits until the network has formed. Returns
+/// the processes, the descriptor files and the control sockets.
+fn dht_mesh(
+    dir: &Path,
+    n: usize,
+    config: Option<&str>,
+    formed_within: Duration,
+) -> (Vec<Proc>, Vec<PathBuf>, Vec<PathBuf>) {
+    let descs: Vec<PathBuf> = (0..n)
+        .map(|i| dir.join(format!("n{i}/data/descriptor")))
+        .collect();
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let d = dir.join(format!("n{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let log = std::fs::File::create(d.join("log")).unwrap();
+        let mut c = warren();
+        if let Some(text) = config {
+            let cfg = d.join("config.toml");
+            std::fs::write(&cfg, text).unwrap();
+            c.arg("--config").arg(&cfg);
+        }
+        c.arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--socket")
+            .arg(d.join("control.sock"));
+        for p in &descs {
+            c.arg("--bootstrap").arg(p);
+        }
+        c.args(["node", "--relay", "--dht", "--listen", "127.0.0.1:0"]);
+        procs.push(Proc(
+            c.stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    for d in &descs {
+        assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
+    }
+    let sockets: Vec<PathBuf> = (0..n)
+        .map(|i| dir.join(format!("n{i}/control.sock")))
+        .collect();
+    wait_network_formed(&sockets, formed_within);
+    (procs, descs, sockets)
+}
+
 #[test]
 fn warren_get_through_real_node_processes_from_a_libtorrent_seeder() {
     let have_lt = Command::new("/usr/bin/python3")
@@ -551,38 +600,7 @@ fn seed_shows_its_dashboard_and_a_get_finds_it_through_the_dht() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let descs: Vec<PathBuf> = (0..4)
-        .map(|i| dir.path().join(format!("n{i}/data/descriptor")))
-        .collect();
-    let mut procs = Vec::new();
-    for i in 0..4 {
-        let d = dir.path().join(format!("n{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let log = std::fs::File::create(d.join("log")).unwrap();
-        let mut c = warren();
-        c.arg("--data-dir")
-            .arg(d.join("data"))
-            .arg("--socket")
-            .arg(d.join("control.sock"));
-        for p in &descs {
-            c.arg("--bootstrap").arg(p);
-        }
-        c.args(["node", "--relay", "--dht", "--listen", "127.0.0.1:0"]);
-        procs.push(Proc(
-            c.stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
-    }
-    for d in &descs {
-        assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
-    }
-    let sockets: Vec<PathBuf> = (0..4)
-        .map(|i| dir.path().join(format!("n{i}/control.sock")))
-        .collect();
-    wait_network_formed(&sockets, Duration::from_secs(60));
+    let (_procs, descs, _sockets) = dht_mesh(dir.path(), 4, None, Duration::from_secs(60));
     let boot: String = descs
         .iter()
         .map(|d| format!(" --bootstrap {}", d.display()))
@@ -653,42 +671,12 @@ fn nodes_renew_their_descriptors_and_stay_in_the_network_past_their_lifetime() {
     // descriptors valid for 4 s (the minimum; test networks only): without renewal every node
     // would drop out of the others' DHT tables (which count only valid descriptors) after 4 s
     let dir = tempfile::tempdir().unwrap();
-    let descs: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("n{i}/data/descriptor")))
-        .collect();
-    let mut procs = Vec::new();
-    for i in 0..3 {
-        let d = dir.path().join(format!("n{i}"));
-        std::fs::create_dir_all(&d).unwrap();
-        let cfg = d.join("config.toml");
-        std::fs::write(&cfg, "[network]\ndescriptor_lifetime_secs = 4\n").unwrap();
-        let log = std::fs::File::create(d.join("log")).unwrap();
-        let mut c = warren();
-        c.arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(d.join("data"))
-            .arg("--socket")
-            .arg(d.join("control.sock"));
-        for p in &descs {
-            c.arg("--bootstrap").arg(p);
-        }
-        c.args(["node", "--relay", "--dht", "--listen", "127.0.0.1:0"]);
-        procs.push(Proc(
-            c.stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        ));
-    }
-    for d in &descs {
-        assert!(wait_file(d, Duration::from_secs(20)), "{}", d.display());
-    }
-    let sockets: Vec<PathBuf> = (0..3)
-        .map(|i| dir.path().join(format!("n{i}/control.sock")))
-        .collect();
-    wait_network_formed(&sockets, Duration::from_secs(30));
+    let (procs, descs, sockets) = dht_mesh(
+        dir.path(),
+        3,
+        Some("[network]\ndescriptor_lifetime_secs = 4\n"),
+        Duration::from_secs(30),
+    );
     let first: Vec<String> = descs
         .iter()
         .map(|d| std::fs::read_to_string(d).unwrap())

@@ -75,3 +75,25 @@ pub async fn byte_source() -> SocketAddr {
     });
     a
 }
+
+/// Writes `data` on `s` and half-closes it while reading everything that comes back (an echo
+/// round trip); what came back.
+pub async fn write_and_read_back(
+    s: &mut overlay::BoxStream,
+    data: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let (mut r, mut w) = tokio::io::split(s);
+    let writer = async move {
+        w.write_all(data).await?;
+        w.shutdown().await
+    };
+    let reader = async move {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await?;
+        Ok::<_, std::io::Error>(back)
+    };
+    let (wr, back) = tokio::join!(writer, reader);
+    wr?;
+    back
+}
