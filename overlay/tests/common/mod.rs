@@ -14,9 +14,21 @@ pub fn init_logs() {
         .try_init();
 }
 
+/// A loopback listener with room for the connection bursts the tests make. `TcpListener::bind`
+/// listens with a backlog of 1024: when a test opens 1,000 streams through an exit at once and
+/// the machine is loaded (the accept loop not scheduled for a while), the accept queue fills,
+/// the kernel drops SYNs and final ACKs, and a connection the exit believes open is answered by
+/// a reset (seen in a packet capture of the `thousand_concurrent_streams` flake). 4096 is the
+/// kernel's usual `somaxconn`.
+pub fn listener() -> TcpListener {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    s.listen(4096).unwrap()
+}
+
 /// A TCP echo server on loopback that half-closes after the client does; its address.
 pub async fn tcp_echo() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = listener();
     let a = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -44,7 +56,7 @@ pub async fn tcp_echo() -> SocketAddr {
 /// closes. Survives accept errors, as [`tcp_echo`] does.
 pub async fn byte_source() -> SocketAddr {
     use tokio::io::AsyncReadExt;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l = listener();
     let a = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
