@@ -145,6 +145,9 @@ pub struct ClientCirc {
     /// A hidden seeder's rendezvous circuit: where streams the other end opens (BEGIN from the
     /// virtual hop) are handed over.
     inbound: Mutex<Option<mpsc::Sender<BoxStream>>>,
+    /// The entry guard this circuit entered through, told when the circuit is destroyed for a bad
+    /// cell (path bias).
+    guard: Mutex<Option<(crate::guards::Guards, crate::identity::NodeId)>>,
 }
 
 impl ClientCirc {
@@ -172,6 +175,7 @@ impl ClientCirc {
             hs_tx: Mutex::new(None),
             rendezvous: Mutex::new(None),
             inbound: Mutex::new(None),
+            guard: Mutex::new(None),
         }
     }
 
@@ -314,6 +318,17 @@ impl ClientCirc {
 
     /// DESTROY(`code`) for this circuit on its link (unless it is closed already), then closes
     /// it with `why`; the link and its other circuits stay.
+    fn set_guard(&self, guards: crate::guards::Guards, id: crate::identity::NodeId) {
+        *lock(&self.guard) = Some((guards, id));
+    }
+
+    /// The circuit is destroyed for a cell it refused: counts against its guard's path bias.
+    pub(crate) fn refused_cell(&self) {
+        if let Some((g, id)) = lock(&self.guard).take() {
+            g.misbehaved(&id);
+        }
+    }
+
     fn teardown(&self, code: u8, why: String) {
         if !self.is_closed() {
             self.link
@@ -1268,6 +1283,14 @@ async fn extend_all(circ: &Arc<ClientCirc>, path: &[Descriptor]) -> Result<(), S
     Ok(())
 }
 
+/// Whether a circuit build counts for its guard's path bias: only circuits whose every hop this
+/// client chose itself (exit circuits); not those to a last hop someone else named.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathBiasCount {
+    Yes,
+    No,
+}
+
 struct ClientInner {
     cfg: ClientConfig,
     directory: Mutex<Vec<Descriptor>>,
@@ -1347,12 +1370,14 @@ impl Client {
         last.verify(crate::descriptor::unix_now())
             .map_err(|e| ProviderError::NoCircuit(format!("last hop's descriptor: {e}")))?;
         let path = self.choose(hops, Some(last))?;
-        self.build_tracked(path).await
+        // the last hop was named by someone else (a rendezvous point, a DHT contact): its
+        // failures say nothing about the guard (Tor's pathbias_should_count leaves out the same)
+        self.build_tracked(path, PathBiasCount::No).await
     }
 
     pub async fn build_circuit(&self, hops: usize) -> Result<Arc<ClientCirc>, ProviderError> {
         let path = self.choose(hops, None)?;
-        self.build_tracked(path).await
+        self.build_tracked(path, PathBiasCount::Yes).await
     }
 
     /// A path from the directory: guard first (2-3 hops), random relays, `last` or an exit.
@@ -1365,13 +1390,22 @@ impl Client {
         let path = {
             let dir = lock(&self.inner.directory);
             choose_path_with(&dir, hops, last, |d, exclude| {
-                guards.and_then(|g| g.pick(d, exclude, unix_now()))
+                guards.map(|g| g.pick(d, exclude, unix_now())).transpose()
             })
         };
         if let Some(g) = guards {
             g.save_if_changed();
         }
         path.map_err(|e| ProviderError::NoCircuit(e.to_string()))
+    }
+
+    /// Each sampled entry guard: primary or not, down or not, path bias (empty without guards).
+    pub fn guard_status(&self) -> Vec<crate::guards::GuardStatus> {
+        let Some(g) = &self.inner.cfg.guards else {
+            return Vec::new();
+        };
+        let dir = lock(&self.inner.directory).clone();
+        g.status(&dir, unix_now())
     }
 
     /// The entry guards in order of preference (empty without guards).
@@ -1385,11 +1419,16 @@ impl Client {
     }
 
     /// Builds a circuit along `path` and lists it for the dashboard.
-    async fn build_tracked(&self, path: Vec<Descriptor>) -> Result<Arc<ClientCirc>, ProviderError> {
+    async fn build_tracked(
+        &self,
+        path: Vec<Descriptor>,
+        bias: PathBiasCount,
+    ) -> Result<Arc<ClientCirc>, ProviderError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         // a guard that does not answer is skipped for a while (only guards: other first hops
         // of 1-hop circuits are exits and DHT nodes, tracked by nobody)
         let first = path.first().map(|d| d.id);
+        let path_len = path.len();
         let guards = self.inner.cfg.guards.clone();
         let linked = AtomicBool::new(false);
         let report = |ok: bool| {
@@ -1404,11 +1443,19 @@ impl Client {
         };
         let links = Some(&self.inner.links);
         let built = build_circuit_reporting(id, path, &self.inner.cfg, links, report).await;
-        // a guard that opens links but through which nothing gets built is put down too
+        // a build that failed after the guard's link opened only counts for path bias: it never
+        // puts the guard down (anyone can make builds fail past it)
+        let guarded = guards.is_some() && path_len > 1 && bias == PathBiasCount::Yes;
         if let (Some(g), Some(first), true) = (&guards, first, linked.load(Ordering::Relaxed)) {
-            g.built(&first, built.is_ok(), unix_now());
+            if guarded {
+                g.built(&first, built.is_ok());
+                g.save_if_changed();
+            }
         }
         let c = built?;
+        if let (Some(g), Some(first), true) = (guards, first, guarded) {
+            c.set_guard(g, first);
+        }
         let mut all = lock(&self.inner.all);
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&c));
@@ -1494,7 +1541,7 @@ impl Client {
                 ProviderError::NoCircuit(format!("descriptor of {}: {e}", d.id.short()))
             })?;
         }
-        self.build_tracked(path).await
+        self.build_tracked(path, PathBiasCount::No).await
     }
 
     /// Open links of this client (at most one per first hop it has circuits through).

@@ -333,6 +333,7 @@ fn deliver(link: &ClientLink, c: CellBuf) {
     }
     if let Err(e) = circ.dispatch(c) {
         link.queue(cell::destroy_cell(id, reason::PROTOCOL), None);
+        circ.refused_cell();
         circ.close(e);
     }
 }

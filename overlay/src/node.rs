@@ -301,6 +301,8 @@ pub(crate) struct NodeInner {
     hostile_stall: AtomicBool,
     #[cfg(feature = "hostile")]
     hostile_mangle: Mutex<hostile::Mangle>,
+    #[cfg(feature = "hostile")]
+    hostile_refuse_extend: AtomicBool,
 }
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
@@ -502,6 +504,8 @@ impl Node {
             hostile_stall: AtomicBool::new(false),
             #[cfg(feature = "hostile")]
             hostile_mangle: Mutex::new(hostile::Mangle::None),
+            #[cfg(feature = "hostile")]
+            hostile_refuse_extend: AtomicBool::new(false),
             link_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             circ_refusals: Mutex::new(RefusalLog::new(REFUSAL_LOG_WINDOW)),
             relay_cap: cap(cfg.relay_rate),
@@ -1389,6 +1393,10 @@ async fn handle_relay(node: &Arc<NodeInner>, circ: &Arc<RelayCirc>, c: &[u8], ea
                 }
                 warn!("destroying circuit: {e}");
                 return destroy(node, circ, e.reason(), None);
+            }
+            #[cfg(feature = "hostile")]
+            if node.hostile_refuse_extend.load(Ordering::Relaxed) {
+                return destroy(node, circ, reason::EXTEND_FAILED, None);
             }
             let (n2, c2) = (node.clone(), circ.clone());
             let h = node.spawn(async move {

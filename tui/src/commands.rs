@@ -371,6 +371,33 @@ pub fn status_text(s: &StatusSnapshot) -> String {
         n.guards.first().map(String::as_str).unwrap_or("-"),
         s.flows.len()
     ));
+    for g in n
+        .guard_health
+        .iter()
+        .filter(|g| g.primary || g.down_secs > 0 || g.suspect)
+    {
+        o.push_str(&format!(
+            "  guard {}{}: {} of {} circuits built ({}%){}\n",
+            g.id,
+            if g.primary { " (primary)" } else { "" },
+            g.succeeded,
+            g.circuits,
+            g.percent(),
+            if g.down_secs > 0 {
+                format!(", unreachable, retried in {}", fmt_duration(g.down_secs))
+            } else {
+                String::new()
+            }
+        ));
+        if g.suspect {
+            o.push_str(&format!(
+                "  WARNING: entry guard {} fails most circuits through it; it may be dropping \
+                 them. warren keeps it (switching guards on failures is what an attacker would \
+                 want); if it lasts, delete <data-dir>/guards to choose new guards\n",
+                g.id
+            ));
+        }
+    }
     if s.transfers.is_empty() {
         o.push_str("no transfers\n");
     }
@@ -475,6 +502,42 @@ fn bench(
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn status_names_a_suspect_guard() {
+        let mut s = StatusSnapshot::default();
+        s.network.guards = vec!["7c6b5a49".into()];
+        s.network.guard_health = vec![
+            crate::status::GuardHealth {
+                id: "7c6b5a49".into(),
+                primary: true,
+                circuits: 40,
+                succeeded: 6,
+                suspect: true,
+                ..Default::default()
+            },
+            crate::status::GuardHealth {
+                id: "a1b2c3d4".into(),
+                down_secs: 90,
+                ..Default::default()
+            },
+            crate::status::GuardHealth {
+                id: "unused00".into(),
+                ..Default::default()
+            },
+        ];
+        let t = status_text(&s);
+        assert!(
+            t.contains("guard 7c6b5a49 (primary): 6 of 40 circuits built (15%)"),
+            "{t}"
+        );
+        assert!(t.contains("WARNING: entry guard 7c6b5a49"), "{t}");
+        assert!(
+            t.contains("guard a1b2c3d4: 0 of 0 circuits built (100%), unreachable"),
+            "{t}"
+        );
+        assert!(!t.contains("unused00"), "{t}");
+    }
 
     fn paths(dir: &Path) -> Paths {
         Paths {

@@ -222,6 +222,37 @@ pub struct NetworkStatus {
     pub exit_rate: u64,
     /// This node's entry guards (short ids), the one in use first.
     pub guards: Vec<String>,
+    /// The same guards with their state and path-bias counts.
+    pub guard_health: Vec<GuardHealth>,
+}
+
+/// One entry guard as `warren status` and the dashboard show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GuardHealth {
+    /// Short node id.
+    pub id: String,
+    /// One of the primary guards (used first).
+    pub primary: bool,
+    /// Seconds until it is tried again after its link failed (0: up).
+    pub down_secs: u64,
+    /// Circuits attempted through it (path bias, recent ones weigh more).
+    pub circuits: u32,
+    /// Of those, circuits built and not destroyed for a bad cell.
+    pub succeeded: u32,
+    /// Too few of its circuits succeed: it may be dropping them (kept, not replaced).
+    pub suspect: bool,
+}
+
+impl GuardHealth {
+    /// Percent of its circuits that succeeded (100 with none).
+    pub fn percent(&self) -> u32 {
+        if self.circuits == 0 {
+            100
+        } else {
+            (u64::from(self.succeeded) * 100 / u64::from(self.circuits)) as u32
+        }
+    }
 }
 
 /// Severity of a log entry shown on the Log tab.

@@ -136,6 +136,7 @@ fn fixture() -> StatusSnapshot {
             relay_rate: 2_097_152,
             exit_rate: 65_536,
             guards: vec!["7c6b5a49".into(), "a1b2c3d4".into()],
+            guard_health: Vec::new(),
         },
         log: vec![
             LogEntry {
@@ -441,6 +442,29 @@ fn tunnel_120x30() {
             "",
             " Tab/1-5 switch  ↑↓ select  a add magnet  ? help  q quit",
         ],
+    );
+}
+
+/// A guard flagged by path bias: the Network tab says so in red next to the guard.
+#[test]
+fn network_shows_a_suspect_guard() {
+    let mut app = app_on(Tab::Network);
+    let mut snap = fixture();
+    snap.network.guard_health = vec![warren::status::GuardHealth {
+        id: "7c6b5a49".into(),
+        primary: true,
+        down_secs: 0,
+        circuits: 40,
+        succeeded: 6,
+        suspect: true,
+    }];
+    app.update(snap);
+    let got = render(&app, 120, 30);
+    dump("network suspect guard", &got);
+    assert!(
+        got[2].contains("Guard 7c6b5a49 (+1 spare) built 15%  ⚠ guard 7c6b5a49 drops circuits"),
+        "{:?}",
+        got[2]
     );
 }
 

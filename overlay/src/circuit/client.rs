@@ -4,6 +4,7 @@ use rand::seq::SliceRandom;
 
 use crate::cell::{self, CellBuf, CellError};
 use crate::descriptor::Descriptor;
+use crate::guards::GuardError;
 use crate::identity::NodeId;
 use crate::relay_crypto::{client_open, client_seal, HopKeys};
 
@@ -17,6 +18,8 @@ pub enum CircuitError {
     Cell(#[from] CellError),
     #[error("cannot build a {hops}-hop circuit: {why}")]
     Path { hops: usize, why: String },
+    #[error("cannot build a circuit: {0}")]
+    Guard(#[from] crate::guards::GuardError),
 }
 
 /// The client's onion keys for every hop built so far.
@@ -82,18 +85,20 @@ impl ClientCrypto {
 
 /// Chooses `hops` distinct nodes from verified descriptors: the last one an exit, the others relays.
 pub fn choose_path(directory: &[Descriptor], hops: usize) -> Result<Vec<Descriptor>, CircuitError> {
-    choose_path_with(directory, hops, None, |_, _| None)
+    choose_path_with(directory, hops, None, |_, _| Ok(None))
 }
 
 /// Chooses a path of `hops` distinct nodes ending at `last` (or at a random exit when None). On
 /// circuits of 2 or 3 hops the first hop comes from `guard(directory, exclude)` (an entry guard,
-/// never one of `exclude`: the circuit's last hop), the rest are random relays; when `guard`
-/// gives nothing the first hop is random too.
+/// never one of `exclude`: the circuit's last hop), the rest are random relays. `guard` returns
+/// None when the client keeps no guards (then the first hop is random too) and an error when it
+/// keeps guards and none can serve: the circuit then fails, it never enters through a random
+/// relay instead (that would hand whoever made the guards fail a new first hop to try).
 pub fn choose_path_with(
     directory: &[Descriptor],
     hops: usize,
     last: Option<&Descriptor>,
-    guard: impl FnOnce(&[Descriptor], &[NodeId]) -> Option<Descriptor>,
+    guard: impl FnOnce(&[Descriptor], &[NodeId]) -> Result<Option<Descriptor>, GuardError>,
 ) -> Result<Vec<Descriptor>, CircuitError> {
     if !(1..=3).contains(&hops) {
         return Err(CircuitError::Path {
@@ -113,7 +118,7 @@ pub fn choose_path_with(
         }
     };
     let first = if hops > 1 {
-        guard(directory, &[last.id]).filter(|g| g.id != last.id)
+        guard(directory, &[last.id])?.filter(|g| g.id != last.id)
     } else {
         None
     };
@@ -177,7 +182,7 @@ mod tests {
         let g = dir[0].clone();
         for hops in 1..=3 {
             for _ in 0..20 {
-                let p = choose_path_with(&dir, hops, None, |_, _| Some(g.clone())).unwrap();
+                let p = choose_path_with(&dir, hops, None, |_, _| Ok(Some(g.clone()))).unwrap();
                 assert_eq!(p.len(), hops);
                 assert_eq!(p.iter().map(|d| d.id).collect::<HashSet<_>>().len(), hops);
                 if hops > 1 {
@@ -191,10 +196,13 @@ mod tests {
         let last = dir[1].clone();
         let p = choose_path_with(&dir, 3, Some(&last), |_, ex| {
             assert_eq!(ex, &[last.id]);
-            Some(g.clone())
+            Ok(Some(g.clone()))
         })
         .unwrap();
         assert_eq!((p[0].id, p[2].id), (g.id, last.id));
         assert!(choose_path(&dir[..1], 2).is_err());
+        // guards kept but none usable: no circuit, never a random first hop
+        let e = choose_path_with(&dir, 3, None, |_, _| Err(GuardError::NoRelay)).unwrap_err();
+        assert!(matches!(e, CircuitError::Guard(GuardError::NoRelay)), "{e}");
     }
 }

@@ -79,6 +79,14 @@ impl Node {
     pub fn hostile_stall(&self, stall: bool) {
         self.inner.hostile_stall.store(stall, Ordering::Relaxed);
     }
+
+    /// Makes this relay destroy every circuit that asks it to EXTEND (it drops every circuit
+    /// built through it: broken, overloaded, or steering clients away from itself).
+    pub fn hostile_refuse_extend(&self, refuse: bool) {
+        self.inner
+            .hostile_refuse_extend
+            .store(refuse, Ordering::Relaxed);
+    }
 }
 
 /// What a hostile relay does to the cells it passes forward (towards the exit).

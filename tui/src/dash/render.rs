@@ -358,6 +358,17 @@ fn draw_network(frame: &mut Frame, app: &App, area: Rect) {
         [g] => g.clone(),
         [g, rest @ ..] => format!("{g} (+{} spare)", rest.len()),
     }));
+    if let Some(h) = n.guard_health.first() {
+        if h.circuits > 0 {
+            traffic.push(Span::raw(format!(" built {}%", h.percent())));
+        }
+    }
+    if let Some(bad) = n.guard_health.iter().find(|g| g.suspect) {
+        traffic.push(Span::styled(
+            format!("  ⚠ guard {} drops circuits", bad.id),
+            Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
     summary.push(Line::from(traffic));
 
     let mut sparks: Vec<(&str, u64, &std::collections::VecDeque<u64>, Color)> = vec![

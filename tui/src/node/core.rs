@@ -420,6 +420,20 @@ impl NodeCore {
                 .iter()
                 .map(|g| g.short())
                 .collect(),
+            guard_health: self
+                .clients
+                .get(3)
+                .guard_status()
+                .iter()
+                .map(|g| crate::status::GuardHealth {
+                    id: g.id.short(),
+                    primary: g.primary,
+                    down_secs: g.down_for,
+                    circuits: g.path_bias.attempts,
+                    succeeded: g.path_bias.succeeded,
+                    suspect: g.path_bias.is_suspect(),
+                })
+                .collect(),
             ..Default::default()
         };
         if let Some(probe) = &self.network {
